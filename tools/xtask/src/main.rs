@@ -1,0 +1,213 @@
+//! `cargo xtask`: set-up, the test suite CI runs, benchmarks, test data and the demo.
+//!
+//! Everything builds in the release profile: RocksDB is compiled from source and takes most of
+//! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup            install what the build needs (libclang-dev, a C++ compiler) if missing
+  test             setup, then rustfmt check, clippy (warnings denied) and every test
+  demo             build fwrepo and walk through storing and reading firmware
+  bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
+  testdata         fetch real firmware pairs (Debian ovmf, grub-efi-amd64-bin) into
+                   testdata/real/ and write the synthetic SPP series to testdata/synthetic/
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["setup"] => setup(),
+        ["test"] => test(),
+        ["demo"] => {
+            setup()?;
+            demo::run()
+        }
+        ["bench", "ingest", rest @ ..] => {
+            setup()?;
+            cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
+        }
+        ["testdata"] => testdata(),
+        ["help" | "--help" | "-h"] | [] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown command {:?}\n\n{USAGE}", args.join(" ")),
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("xtask lives at tools/xtask").to_owned()
+}
+
+/// Runs cargo with `args` then `extra` in the workspace root.
+pub fn cargo(args: &[&str], extra: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .args(extra)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn have_libclang() -> bool {
+    if let Ok(dir) = std::env::var("LIBCLANG_PATH")
+        && Path::new(&dir).is_dir()
+    {
+        return true;
+    }
+    let globs =
+        ["/usr/lib/llvm-", "/usr/lib/x86_64-linux-gnu/", "/usr/lib/aarch64-linux-gnu/", "/usr/lib64/", "/usr/lib/"];
+    globs.iter().any(|prefix| {
+        let (dir, stem) = match prefix.strip_suffix('-') {
+            Some(p) => (Path::new(p).parent().unwrap().to_owned(), "llvm-"),
+            None => (PathBuf::from(prefix), ""),
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return false };
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if stem.is_empty() {
+                name.starts_with("libclang") && name.contains(".so")
+            } else {
+                name.starts_with(stem) && e.path().join("lib/libclang.so").exists()
+            }
+        })
+    })
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs Debian packages as root, or says exactly what to run.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let cmd = format!("apt-get update && apt-get install -y {}", packages.join(" "));
+    if !is_root() {
+        bail!("missing {}; run as root: {cmd}", packages.join(", "));
+    }
+    println!("installing {} …", packages.join(" "));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {}",
+            packages.join(" ")
+        ))
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("`{cmd}` failed ({status})");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    let mut missing = Vec::new();
+    if !have_libclang() {
+        missing.push("libclang-dev");
+    }
+    if !have("c++") {
+        missing.push("g++");
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    step("setup");
+    setup()?;
+    step("rustfmt");
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    step("clippy");
+    cargo(&["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    step("tests");
+    cargo(&["test", "--release", "--workspace"], &[])?;
+    Ok(())
+}
+
+/// Real firmware pairs: two updates of the same Debian firmware packages.
+const REAL: &[(&str, &str)] = &[
+    ("ovmf", "2022.11-6+deb12u1"),
+    ("ovmf", "2022.11-6+deb12u2"),
+    ("grub-efi-amd64-bin", "2.06-13+deb12u1"),
+    ("grub-efi-amd64-bin", "2.06-13+deb12u2"),
+];
+
+fn testdata() -> Result<()> {
+    let real = root().join("testdata/real");
+    let debs = real.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    for (pkg, ver) in REAL {
+        let out = real.join(format!("{pkg}_{ver}"));
+        if out.is_dir() {
+            println!("have {pkg} {ver}");
+            continue;
+        }
+        step(&format!("download {pkg} {ver}"));
+        let spec = format!("{pkg}={ver}");
+        let download = || Command::new("apt-get").args(["download", &spec]).current_dir(&debs).status();
+        let mut ok = download().is_ok_and(|s| s.success());
+        if !ok && is_root() {
+            // A fresh machine may have no package lists yet.
+            Command::new("apt-get").args(["update", "-qq"]).status().context("apt-get update")?;
+            ok = download().is_ok_and(|s| s.success());
+        }
+        if !ok {
+            bail!("`apt-get download {spec}` failed");
+        }
+        let deb = std::fs::read_dir(&debs)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(&format!("{pkg}_")) && n.contains(&ver.replace(':', "%3a")) && n.ends_with(".deb")
+            })
+            .with_context(|| format!("downloaded .deb for {spec} not found in {}", debs.display()))?;
+        let tmp = real.join(format!(".{pkg}_{ver}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp).status().context("dpkg-deb")?;
+        if !status.success() {
+            bail!("dpkg-deb -x {} failed", deb.display());
+        }
+        std::fs::rename(&tmp, &out)?;
+    }
+    step("synthetic SPP series");
+    let dir = root().join("testdata/synthetic");
+    let params = fwrepo_synth::SeriesParams::standard();
+    for release in fwrepo_synth::Series::new(params) {
+        let out = dir.join(&release.id);
+        release.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
+        let bytes: usize = release.components.iter().map(|c| c.data.len()).sum();
+        println!("{}: {} components, {} MiB", out.display(), release.components.len(), bytes >> 20);
+    }
+    Ok(())
+}
