@@ -1,0 +1,115 @@
+//! The chunk index: a blob's chunk list in a compact binary form whose BLAKE3 is the blob's
+//! `chunk_index` id (published in the signed target, served at `/v1/blobs/<id>/chunks`).
+//!
+//! Layout, all integers little-endian:
+//! ```text
+//! "FWCHIDX1"            8 bytes magic and version
+//! blob length           u64
+//! chunk count           u32
+//! count × { id [32], len u32 }
+//! ```
+//! A client that holds the signed `chunk_index` id verifies the bytes by hashing them, then
+//! [`ChunkIndex::parse`] checks that the entries add up to the blob length.
+
+use crate::Digest;
+
+const MAGIC: &[u8; 8] = b"FWCHIDX1";
+const HEADER: usize = 8 + 8 + 4;
+const ENTRY: usize = 36;
+
+/// A parsed chunk index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkIndex {
+    pub blob_len: u64,
+    pub chunks: Vec<(Digest, u32)>,
+}
+
+/// Why a chunk index did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChunkIndexError {
+    #[error("chunk index does not start with {MAGIC:?}")]
+    Magic,
+    #[error("chunk index of {len} bytes is truncated or has trailing bytes (expected {expected})")]
+    Length { len: usize, expected: usize },
+    #[error("chunk index entries add up to {sum} bytes, blob is {blob_len}")]
+    Sum { sum: u64, blob_len: u64 },
+    #[error("chunk index entry {index} has length 0")]
+    EmptyChunk { index: usize },
+}
+
+impl ChunkIndex {
+    /// Encodes the index.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER + ENTRY * self.chunks.len());
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&self.blob_len.to_le_bytes());
+        b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        for (id, len) in &self.chunks {
+            b.extend_from_slice(id.as_bytes());
+            b.extend_from_slice(&len.to_le_bytes());
+        }
+        b
+    }
+
+    /// The id of the encoded index.
+    pub fn id(&self) -> Digest {
+        Digest::of(&self.to_bytes())
+    }
+
+    /// Parses and checks an encoded index. The caller checks its hash first.
+    pub fn parse(bytes: &[u8]) -> Result<ChunkIndex, ChunkIndexError> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(if bytes.len() >= 8 && &bytes[..8] != MAGIC {
+                ChunkIndexError::Magic
+            } else {
+                ChunkIndexError::Length { len: bytes.len(), expected: HEADER }
+            });
+        }
+        let blob_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+        let count = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+        let expected = HEADER + count * ENTRY;
+        if bytes.len() != expected {
+            return Err(ChunkIndexError::Length { len: bytes.len(), expected });
+        }
+        let mut chunks = Vec::with_capacity(count);
+        let mut sum = 0u64;
+        for (index, e) in bytes[HEADER..].chunks_exact(ENTRY).enumerate() {
+            let len = u32::from_le_bytes(e[32..].try_into().unwrap());
+            if len == 0 {
+                return Err(ChunkIndexError::EmptyChunk { index });
+            }
+            sum += u64::from(len);
+            chunks.push((Digest::from_slice(&e[..32]).unwrap(), len));
+        }
+        if sum != blob_len {
+            return Err(ChunkIndexError::Sum { sum, blob_len });
+        }
+        Ok(ChunkIndex { blob_len, chunks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_malformed_input() {
+        let idx = ChunkIndex { blob_len: 5, chunks: vec![(Digest::of(b"a"), 2), (Digest::of(b"b"), 3)] };
+        let bytes = idx.to_bytes();
+        assert_eq!(ChunkIndex::parse(&bytes).unwrap(), idx);
+        assert_eq!(
+            ChunkIndex::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
+            ChunkIndexError::Length { len: bytes.len() - 1, expected: bytes.len() }
+        );
+        let mut bad_magic = bytes.clone();
+        bad_magic[0] = b'X';
+        assert_eq!(ChunkIndex::parse(&bad_magic).unwrap_err(), ChunkIndexError::Magic);
+        let mut bad_sum = bytes.clone();
+        bad_sum[8] = 6;
+        assert!(matches!(ChunkIndex::parse(&bad_sum), Err(ChunkIndexError::Sum { .. })));
+        let empty = ChunkIndex { blob_len: 0, chunks: vec![(Digest::of(b""), 0)] };
+        assert!(matches!(ChunkIndex::parse(&empty.to_bytes()), Err(ChunkIndexError::EmptyChunk { .. })));
+        assert!(ChunkIndex::parse(b"FW").is_err());
+    }
+}

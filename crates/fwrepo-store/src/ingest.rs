@@ -1,0 +1,324 @@
+//! Streaming ingest: chunk, hash, deduplicate and append a blob with bounded memory.
+//!
+//! The work is split into stages joined by bounded channels, so it spreads over the cores:
+//!
+//! ```text
+//! caller thread:  read input → FastCDC cut ─┬→ blob BLAKE3                       (whole-blob id)
+//!                                           └→ chunk BLAKE3 ids → SHA-256, dedup, pack append
+//! ```
+//!
+//! Input is read into a small pool of large buffers that travel through the stages and come back
+//! for reuse, so memory stays at `POOL × BUFFER` whatever the blob size. The blob becomes visible
+//! only in the final index batch, written after its chunks are durable.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use fwrepo_db::WriteBatch;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::chunk_index::ChunkIndex;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{BlobRecord, CF_BLOBS, CF_CHUNKS, ChunkLoc};
+use crate::{Digest, Store, Txn, Writer};
+
+const BUFFER: usize = 8 << 20;
+const POOL: usize = 4;
+
+/// What ingesting one blob did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    pub blob: Digest,
+    pub len: u64,
+    #[serde(with = "hex::serde")]
+    pub sha256: [u8; 32],
+    pub chunk_index: Digest,
+    pub chunks: usize,
+    /// Chunks this ingest stored (the rest were already in the store).
+    pub new_chunks: usize,
+    /// Chunk bytes this ingest stored.
+    pub new_bytes: u64,
+}
+
+/// A filled input buffer and the chunks cut from it. `buf[..covered]` is exactly those chunks;
+/// bytes after `covered` were carried over to the next batch.
+struct Batch {
+    buf: Vec<u8>,
+    covered: usize,
+    lens: Vec<u32>,
+}
+
+/// The reader's ends of the pipeline.
+#[derive(Clone, Copy)]
+struct ReadChannels<'a> {
+    pool_rx: &'a Receiver<Vec<u8>>,
+    pool_tx: &'a Sender<Vec<u8>>,
+    whole_tx: &'a Sender<Arc<Batch>>,
+    ids_tx: &'a Sender<Arc<Batch>>,
+    /// Set by the write stage when it fails, so the reader stops reading.
+    failed: &'a AtomicBool,
+}
+
+/// What the write stage hands back.
+struct Written {
+    sha256: [u8; 32],
+    chunks: Vec<(Digest, u32)>,
+    new_locs: Vec<(Digest, ChunkLoc)>,
+    new_bytes: u64,
+}
+
+impl Store {
+    /// Ingests the file at `path`.
+    pub fn ingest_path(&self, path: &Path) -> Result<IngestReport> {
+        let meta = std::fs::metadata(path).at(path)?;
+        if !meta.is_file() {
+            return Err(Error::Input {
+                name: path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+        let file = std::fs::File::open(path).at(path)?;
+        self.ingest_reader(file, &path.display().to_string())
+    }
+
+    /// Ingests everything `input` yields; `name` labels read errors.
+    pub fn ingest_reader(&self, mut input: impl Read, name: &str) -> Result<IngestReport> {
+        let mut w = self.writer("ingest")?;
+        let mut txn = Txn::default();
+        match self.ingest_in(&mut w, &mut txn, &mut input, name) {
+            Ok((report, batch)) => match self.commit(&mut w, txn, batch) {
+                Ok(()) => Ok(report),
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                w.abort(&self.packs, txn);
+                Err(e)
+            }
+        }
+    }
+
+    fn commit(&self, w: &mut Writer, mut txn: Txn, mut batch: WriteBatch) -> Result<()> {
+        let done = w.prepare_commit(&self.packs, &mut txn, &mut batch, &self.db).and_then(|()| {
+            // The chunks are durable now; one synced batch makes them and the blob visible.
+            self.db.write(batch, true).map_err(Error::from)
+        });
+        match done {
+            Ok(()) => {
+                w.committed(txn);
+                Ok(())
+            }
+            Err(e) => {
+                w.abort(&self.packs, txn);
+                Err(e)
+            }
+        }
+    }
+
+    fn ingest_in(
+        &self,
+        w: &mut Writer,
+        txn: &mut Txn,
+        input: &mut dyn Read,
+        name: &str,
+    ) -> Result<(IngestReport, WriteBatch)> {
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(POOL);
+        let (whole_tx, whole_rx) = bounded::<Arc<Batch>>(POOL);
+        let (ids_tx, ids_rx) = bounded::<Arc<Batch>>(POOL);
+        let (write_tx, write_rx) = bounded::<(Arc<Batch>, Vec<Digest>)>(POOL);
+
+        let failed = AtomicBool::new(false);
+        let (blob_hash, written, read) = std::thread::scope(|s| {
+            let whole = s.spawn({
+                let pool_tx = pool_tx.clone();
+                move || {
+                    let mut h = blake3::Hasher::new();
+                    for b in whole_rx {
+                        h.update(&b.buf[..b.covered]);
+                        recycle(b, &pool_tx);
+                    }
+                    Digest::from(h.finalize())
+                }
+            });
+            let ids = s.spawn(move || {
+                for b in ids_rx {
+                    let mut pos = 0usize;
+                    let ids = b
+                        .lens
+                        .iter()
+                        .map(|&len| {
+                            let id = Digest::of(&b.buf[pos..pos + len as usize]);
+                            pos += len as usize;
+                            id
+                        })
+                        .collect();
+                    if write_tx.send((b, ids)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let write = s.spawn({
+                let pool_tx = pool_tx.clone();
+                let failed = &failed;
+                move || {
+                    let out = self.write_stage(w, txn, &write_rx, &pool_tx);
+                    if out.is_err() {
+                        // Tell the reader to stop, and keep buffers flowing back so it never
+                        // waits on an empty pool.
+                        failed.store(true, Ordering::Relaxed);
+                        for (b, _) in write_rx {
+                            recycle(b, &pool_tx);
+                        }
+                    }
+                    out
+                }
+            });
+            let channels = ReadChannels {
+                pool_rx: &pool_rx,
+                pool_tx: &pool_tx,
+                whole_tx: &whole_tx,
+                ids_tx: &ids_tx,
+                failed: &failed,
+            };
+            let read = self.read_stage(input, name, &channels);
+            drop((whole_tx, ids_tx, pool_tx));
+            let blob_hash = whole.join().expect("hash stage panicked");
+            ids.join().expect("id stage panicked");
+            let written = write.join().expect("write stage panicked");
+            (blob_hash, written, read)
+        });
+        let len = read?;
+        let written = written?;
+
+        let index = ChunkIndex { blob_len: len, chunks: written.chunks };
+        let chunk_index = index.id();
+        let record = BlobRecord { len, sha256: written.sha256, chunk_index, chunks: index.chunks };
+        let mut batch = WriteBatch::default();
+        let chunks_cf = self.db.require_cf(CF_CHUNKS)?;
+        for (id, loc) in &written.new_locs {
+            batch.put_cf(chunks_cf, id.as_bytes(), loc.encode());
+        }
+        batch.put_cf(self.db.require_cf(CF_BLOBS)?, blob_hash.as_bytes(), record.encode());
+        let report = IngestReport {
+            blob: blob_hash,
+            len,
+            sha256: written.sha256,
+            chunk_index,
+            chunks: record.chunks.len(),
+            new_chunks: written.new_locs.len(),
+            new_bytes: written.new_bytes,
+        };
+        Ok((report, batch))
+    }
+
+    /// Fills buffers from `input`, cuts them into chunks and sends them down the pipeline.
+    /// Returns the number of bytes read.
+    fn read_stage(&self, input: &mut dyn Read, name: &str, ch: &ReadChannels<'_>) -> Result<u64> {
+        let ReadChannels { pool_rx, pool_tx, whole_tx, ids_tx, failed } = *ch;
+        for _ in 0..POOL {
+            pool_tx.send(vec![0u8; BUFFER]).expect("pool has room");
+        }
+        let max = self.chunker.max_size();
+        let mut total = 0u64;
+        let mut buf = pool_rx.recv().expect("pool is filled");
+        let mut filled = 0usize;
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(total);
+            }
+            let mut eof = false;
+            while filled < buf.len() {
+                match input.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => return Err(Error::Input { name: name.to_owned(), source }),
+                }
+            }
+            let mut pos = 0usize;
+            let mut lens = Vec::with_capacity(filled / (self.config.chunk_sizes.avg_size as usize) + 4);
+            while pos < filled && (eof || filled - pos >= max) {
+                let len = self.chunker.next_len(&buf[pos..filled]);
+                lens.push(len as u32);
+                pos += len;
+            }
+            total += pos as u64;
+            // A later stage failed: stop reading; its error is the one reported.
+            let Ok(mut next) = pool_rx.recv() else { return Ok(total) };
+            next[..filled - pos].copy_from_slice(&buf[pos..filled]);
+            let carried = filled - pos;
+            if !lens.is_empty() {
+                let batch = Arc::new(Batch { buf, covered: pos, lens });
+                if whole_tx.send(batch.clone()).is_err() || ids_tx.send(batch).is_err() {
+                    return Ok(total);
+                }
+            } else {
+                let _ = pool_tx.send(buf);
+            }
+            buf = next;
+            filled = carried;
+            if eof {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// SHA-256 of the blob, deduplication against the store, and appending new chunks to packs.
+    fn write_stage(
+        &self,
+        w: &mut Writer,
+        txn: &mut Txn,
+        rx: &Receiver<(Arc<Batch>, Vec<Digest>)>,
+        pool_tx: &Sender<Vec<u8>>,
+    ) -> Result<Written> {
+        let chunks_cf = self.db.require_cf(CF_CHUNKS)?;
+        let max_pack = self.config.pack_max_size;
+        let mut sha = Sha256::new();
+        let mut chunks = Vec::new();
+        // Chunks stored by this ingest, not yet in the index.
+        let mut pending: HashMap<Digest, ChunkLoc> = HashMap::new();
+        let mut new_locs = Vec::new();
+        let mut new_bytes = 0u64;
+        for (b, ids) in rx {
+            sha.update(&b.buf[..b.covered]);
+            let mut pos = 0usize;
+            for (id, &len) in ids.iter().zip(&b.lens) {
+                let data = &b.buf[pos..pos + len as usize];
+                pos += len as usize;
+                chunks.push((*id, len));
+                if pending.contains_key(id) || self.has_chunk(chunks_cf, id)? {
+                    continue;
+                }
+                let pack = w.pack_for(&self.packs, max_pack, u64::from(len), txn)?;
+                let offset = pack.append(id, data)?;
+                let loc = ChunkLoc { pack: pack.id, offset, len };
+                pending.insert(*id, loc);
+                new_locs.push((*id, loc));
+                new_bytes += u64::from(len);
+            }
+            recycle(b, pool_tx);
+        }
+        Ok(Written { sha256: sha.finalize().into(), chunks, new_locs, new_bytes })
+    }
+}
+
+impl Store {
+    fn has_chunk(&self, cf: &fwrepo_db::ColumnFamily, id: &Digest) -> Result<bool> {
+        let found = self.db.rocks().get_pinned_cf(cf, id.as_bytes()).map_err(|e| self.db.err(e))?;
+        Ok(found.is_some())
+    }
+}
+
+/// Returns a batch's buffer to the pool once the last stage holding it lets go.
+fn recycle(batch: Arc<Batch>, pool_tx: &Sender<Vec<u8>>) {
+    if let Some(b) = Arc::into_inner(batch) {
+        let _ = pool_tx.send(b.buf);
+    }
+}

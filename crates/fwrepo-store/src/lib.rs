@@ -1,0 +1,318 @@
+//! fwrepo-store: the content-addressed store of firmware blobs.
+//!
+//! A blob is split by FastCDC into chunks; chunks are identified by BLAKE3 and appended once to
+//! pack files; RocksDB (shared with the other concerns of the data dir through `fwrepo-db`)
+//! maps chunk → location and blob → ordered chunk list. Reads slice the memory-mapped packs into
+//! `bytes::Bytes` without copying.
+//!
+//! Data dir layout:
+//! ```text
+//! DIR/fwrepo.json     format, version, chunker sizes (fixed at init)
+//! DIR/LOCK            writer lock
+//! DIR/index/          RocksDB
+//! DIR/packs/*.pack    chunk records
+//! ```
+
+mod chunk_index;
+mod chunker;
+mod config;
+mod digest;
+mod error;
+mod fsck;
+mod fsutil;
+mod gc;
+mod index;
+mod ingest;
+mod lock;
+mod pack;
+mod read;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fwrepo_db::{Db, IteratorMode, Mode, WriteBatch};
+
+pub use chunk_index::{ChunkIndex, ChunkIndexError};
+pub use chunker::Chunker;
+pub use config::{ChunkerParams, StoreConfig};
+pub use digest::{BlobId, ChunkId, Digest};
+pub use error::{Error, Result};
+pub use fsck::{FsckProblem, FsckReport, Stats};
+pub use gc::{GcOptions, GcReport};
+pub use index::COLUMN_FAMILIES;
+pub use ingest::IngestReport;
+pub use read::BlobInfo;
+
+use error::IoContext;
+use index::{CF_PACKS, encode_pack_len, pack_from_key, pack_key};
+use pack::{PackWriter, Packs};
+
+/// Options for [`Store::init`].
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunk_sizes: ChunkerParams,
+    pub pack_max_size: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunk_sizes: ChunkerParams::default(), pack_max_size: 1 << 30 }
+    }
+}
+
+/// Options for [`Store::open_with`].
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Open as a reader beside a possible writer (no lock, no recovery, no writes).
+    pub read_only: bool,
+    /// Column families of the other concerns (catalog, entitlements) that share the index.
+    pub extra_column_families: Vec<&'static str>,
+}
+
+/// An open store.
+pub struct Store {
+    dir: PathBuf,
+    config: StoreConfig,
+    chunker: Chunker,
+    db: Arc<Db>,
+    packs: Packs,
+    layouts: read::LayoutCache,
+    /// `None` for a read-only store.
+    writer: Option<Mutex<Writer>>,
+}
+
+/// The writer's state: the lock, the committed length of every pack, and the pack appended to.
+struct Writer {
+    _lock: lock::WriterLock,
+    committed: BTreeMap<u32, u64>,
+    active: Option<PackWriter>,
+    next_pack: u32,
+}
+
+impl Store {
+    /// Creates a new store in `dir` (missing or empty).
+    pub fn init(dir: &Path, opts: &InitOptions) -> Result<()> {
+        let config = StoreConfig::new(opts.chunk_sizes, opts.pack_max_size);
+        config.validate(dir)?;
+        if dir.join(config::CONFIG_FILE).exists() {
+            return Err(Error::AlreadyInitialized { path: dir.to_owned() });
+        }
+        std::fs::create_dir_all(dir).at(dir)?;
+        // Only what an interrupted init of our own leaves may be there already.
+        for entry in std::fs::read_dir(dir).at(dir)? {
+            let name = entry.at(dir)?.file_name();
+            if !matches!(name.to_str(), Some("index" | "packs" | lock::LOCK_FILE)) {
+                return Err(Error::NotEmpty { path: dir.to_owned() });
+            }
+        }
+        let _lock = lock::WriterLock::acquire(dir)?;
+        let packs = dir.join("packs");
+        std::fs::create_dir_all(&packs).at(&packs)?;
+        drop(Db::open(&dir.join("index"), COLUMN_FAMILIES, Mode::ReadWrite)?);
+        // fwrepo.json last: until it exists the directory is not a store.
+        config.save(dir)
+    }
+
+    /// Opens the store in `dir` as its writer.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with(dir, &OpenOptions::default())
+    }
+
+    /// Opens the store in `dir` as a reader that may run beside a writer.
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        Store::open_with(dir, &OpenOptions { read_only: true, ..Default::default() })
+    }
+
+    pub fn open_with(dir: &Path, opts: &OpenOptions) -> Result<Store> {
+        let config = StoreConfig::load(dir)?;
+        let lock = if opts.read_only { None } else { Some(lock::WriterLock::acquire(dir)?) };
+        let mut cfs: Vec<&str> = COLUMN_FAMILIES.to_vec();
+        cfs.extend(opts.extra_column_families.iter().copied());
+        let mode = if opts.read_only { Mode::ReadOnly } else { Mode::ReadWrite };
+        let db = Arc::new(Db::open(&dir.join("index"), &cfs, mode)?);
+        let packs = Packs::new(dir.join("packs"));
+        let writer = match lock {
+            None => None,
+            Some(lock) => Some(Mutex::new(recover(&db, &packs, &config, lock)?)),
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            chunker: Chunker::new(config.chunk_sizes),
+            config,
+            db,
+            packs,
+            layouts: read::LayoutCache::new(),
+            writer,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The chunker every blob of this store is cut with (clients use it to find reusable chunks).
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The shared index database, for the other concerns of the data dir.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    /// Makes a read-only store see what the writer committed since; a no-op for the writer.
+    pub fn refresh(&self) -> Result<()> {
+        self.db.catch_up()?;
+        self.layouts.clear();
+        Ok(())
+    }
+
+    fn writer(&self, op: &'static str) -> Result<MutexGuard<'_, Writer>> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly { op })?;
+        // A panic in another ingest leaves state that `abort` would have restored; recover the
+        // guard and let the next transaction start from the committed lengths.
+        Ok(w.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Brings the packs in line with the index after a crash: pack files the index does not know
+/// were never committed and are removed; bytes past a pack's committed length are a torn tail and
+/// are cut off.
+fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock) -> Result<Writer> {
+    let cf = db.require_cf(CF_PACKS)?;
+    let mut committed = BTreeMap::new();
+    for item in db.rocks().iterator_cf(cf, IteratorMode::Start) {
+        let (k, v) = item.map_err(|e| db.err(e))?;
+        let pack = pack_from_key(&k)
+            .ok_or_else(|| Error::CorruptRecord { what: "pack key".into(), reason: format!("{} bytes", k.len()) })?;
+        committed.insert(pack, index::decode_pack_len(pack, &v)?);
+    }
+    let mut removed_any = false;
+    for pack in packs.list()? {
+        let path = pack::pack_path(packs.dir(), pack);
+        match committed.get(&pack) {
+            None => {
+                tracing::warn!(pack, "removing pack file with nothing committed");
+                std::fs::remove_file(&path).at(&path)?;
+                removed_any = true;
+            }
+            Some(&len) => {
+                let actual = std::fs::metadata(&path).at(&path)?.len();
+                if actual > len {
+                    tracing::warn!(pack, actual, committed = len, "cutting torn pack tail");
+                    PackWriter::open(packs.dir(), pack, actual)?.truncate(len)?;
+                } else if actual < len {
+                    // Not something a crash can cause (packs are synced before commit); fsck
+                    // reports the chunks this loses. Keep opening so the rest stays readable.
+                    tracing::error!(pack, actual, committed = len, "pack is shorter than committed");
+                }
+            }
+        }
+    }
+    if removed_any {
+        fsutil::sync_dir(packs.dir())?;
+    }
+    let next_pack = committed.keys().next_back().map_or(1, |p| p + 1);
+    // Keep appending to the newest pack while it has room.
+    let active = match committed.iter().next_back() {
+        Some((&pack, &len)) if len < config.pack_max_size && pack::pack_path(packs.dir(), pack).exists() => {
+            let actual = std::fs::metadata(pack::pack_path(packs.dir(), pack)).map(|m| m.len()).unwrap_or(0);
+            if actual == len { Some(PackWriter::open(packs.dir(), pack, len)?) } else { None }
+        }
+        _ => None,
+    };
+    Ok(Writer { _lock: lock, committed, active, next_pack })
+}
+
+impl Writer {
+    /// The pack to append a record of `len` bytes to, rolling to a new pack when the active one
+    /// is full. A rolled pack is synced at once; its new length is committed with the batch.
+    fn pack_for(&mut self, packs: &Packs, max: u64, len: u64, txn: &mut Txn) -> Result<&mut PackWriter> {
+        let full = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.len > pack::HEADER.len() as u64 && a.len + pack::RECORD_OVERHEAD + len > max);
+        if full {
+            let old = self.active.take().unwrap();
+            old.sync()?;
+            txn.touched.insert(old.id, old.len);
+        }
+        if self.active.is_none() {
+            let id = self.next_pack;
+            self.next_pack += 1;
+            self.active = Some(PackWriter::create(packs.dir(), id)?);
+            txn.created.push(id);
+        }
+        Ok(self.active.as_mut().unwrap())
+    }
+
+    /// Makes the transaction's pack bytes durable and adds the new pack lengths to `batch`.
+    fn prepare_commit(&mut self, packs: &Packs, txn: &mut Txn, batch: &mut WriteBatch, db: &Db) -> Result<()> {
+        if let Some(a) = &self.active
+            && a.len > self.committed.get(&a.id).copied().unwrap_or(0)
+        {
+            a.sync()?;
+            txn.touched.insert(a.id, a.len);
+        }
+        if !txn.created.is_empty() {
+            fsutil::sync_dir(packs.dir())?;
+        }
+        let cf = db.require_cf(CF_PACKS)?;
+        for (&pack, &len) in &txn.touched {
+            batch.put_cf(cf, pack_key(pack), encode_pack_len(len));
+        }
+        Ok(())
+    }
+
+    /// Records what a successful commit made durable.
+    fn committed(&mut self, txn: Txn) {
+        self.committed.extend(txn.touched);
+    }
+
+    /// Undoes a failed transaction: packs it created are removed and packs it appended to are cut
+    /// back to their committed length, so nothing half-written stays behind.
+    fn abort(&mut self, packs: &Packs, txn: Txn) {
+        if self.active.as_ref().is_some_and(|a| txn.created.contains(&a.id)) {
+            self.active = None;
+        }
+        let mut to_cut: Vec<u32> = txn.touched.keys().copied().filter(|p| !txn.created.contains(p)).collect();
+        to_cut.extend(self.active.as_ref().map(|a| a.id));
+        for pack in to_cut {
+            let Some(&len) = self.committed.get(&pack) else { continue };
+            let cut = match &mut self.active {
+                Some(a) if a.id == pack => a.truncate(len),
+                _ => PackWriter::open(packs.dir(), pack, len).and_then(|mut w| w.truncate(len)),
+            };
+            if let Err(e) = cut {
+                // The next open cuts it; until then stop appending to it.
+                tracing::error!(pack, error = %e, "cannot cut back pack");
+                if self.active.as_ref().is_some_and(|a| a.id == pack) {
+                    self.active = None;
+                }
+            }
+        }
+        for pack in txn.created {
+            let _ = std::fs::remove_file(pack::pack_path(packs.dir(), pack));
+            packs.forget(pack);
+        }
+        let _ = fsutil::sync_dir(packs.dir());
+    }
+}
+
+/// Packs a write transaction touched.
+#[derive(Default)]
+struct Txn {
+    /// Pack → length it will have once committed.
+    touched: BTreeMap<u32, u64>,
+    /// Packs created by this transaction.
+    created: Vec<u32>,
+}

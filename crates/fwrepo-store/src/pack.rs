@@ -1,0 +1,266 @@
+//! Pack files: append-only files of chunk records, read through memory maps.
+//!
+//! File layout: an 8-byte header `FWPACK` `\0` `\x01`, then records `{len u32 LE, id [32],
+//! bytes [len]}`. A chunk's location points at its bytes. The committed length of each pack is
+//! kept in the index; bytes past it are a torn tail from an interrupted write and are cut off when
+//! the writer opens the store.
+//!
+//! Invariant: bytes below a pack's committed length are never modified and the file is never
+//! shortened below it; a pack leaves only by being unlinked whole (after garbage collection has
+//! moved its live chunks). That is what makes handing out slices of the mappings sound.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::Digest;
+use crate::error::{Error, IoContext, Result};
+
+pub const HEADER: &[u8; 8] = b"FWPACK\0\x01";
+/// Bytes in front of each chunk's data: its length and id.
+pub const RECORD_OVERHEAD: u64 = 4 + 32;
+/// Start writeback of what has been appended every this many bytes, so the fsync at commit
+/// finds little left to do.
+const WRITEBACK_EVERY: u64 = 16 << 20;
+
+pub fn pack_path(dir: &Path, pack: u32) -> PathBuf {
+    dir.join(format!("{pack:08}.pack"))
+}
+
+/// The pack id of a file name such as `00000012.pack`.
+pub fn parse_pack_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".pack")?;
+    if stem.len() != 8 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// A read-only memory map of a pack file.
+struct PackMap(Mmap);
+
+impl AsRef<[u8]> for PackMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PackMap {
+    /// Maps the whole of `file` as it is now.
+    ///
+    /// # Safety
+    /// The caller guarantees the pack invariant: the bytes it will read from the map (those below
+    /// the pack's committed length) are never modified or truncated while any map of the file is
+    /// alive. Only the store writes pack files, and it only appends and truncates uncommitted
+    /// tails, so the invariant holds for every file under `packs/`.
+    unsafe fn new(file: &File) -> std::io::Result<PackMap> {
+        // SAFETY: see the contract above.
+        unsafe { Mmap::map(file) }.map(PackMap)
+    }
+}
+
+/// The pack files of a store, each mapped once and remapped only when a read needs bytes
+/// appended after the current map was made.
+pub struct Packs {
+    dir: PathBuf,
+    maps: RwLock<HashMap<u32, Bytes>>,
+}
+
+impl Packs {
+    pub fn new(dir: PathBuf) -> Packs {
+        Packs { dir, maps: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `len` bytes at `offset` of pack `pack`, as a slice of its map (no copy).
+    pub fn slice(&self, pack: u32, offset: u64, len: u32) -> Result<Bytes> {
+        let end = offset + u64::from(len);
+        if let Some(map) = self.maps.read().unwrap().get(&pack)
+            && map.len() as u64 >= end
+        {
+            return Ok(map.slice(offset as usize..end as usize));
+        }
+        let mut maps = self.maps.write().unwrap();
+        if let Some(map) = maps.get(&pack)
+            && map.len() as u64 >= end
+        {
+            return Ok(map.slice(offset as usize..end as usize));
+        }
+        let path = pack_path(&self.dir, pack);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::MissingPack { pack }),
+            Err(e) => return Err(e).at(&path),
+        };
+        // SAFETY: files under packs/ follow the pack invariant (module docs).
+        let map = unsafe { PackMap::new(&file) }.at(&path)?;
+        let map = Bytes::from_owner(map);
+        if (map.len() as u64) < end {
+            return Err(Error::CorruptRecord {
+                what: format!("pack {pack}"),
+                reason: format!("{} bytes long, a chunk ends at {end}", map.len()),
+            });
+        }
+        let out = map.slice(offset as usize..end as usize);
+        maps.insert(pack, map);
+        Ok(out)
+    }
+
+    /// Drops the map of a pack that has been removed; slices already handed out stay valid.
+    pub fn forget(&self, pack: u32) {
+        self.maps.write().unwrap().remove(&pack);
+    }
+
+    /// The ids of the pack files present on disk.
+    pub fn list(&self) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).at(&self.dir)? {
+            let entry = entry.at(&self.dir)?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_pack_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+/// The pack being appended to.
+pub struct PackWriter {
+    pub id: u32,
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file, committed or not.
+    pub len: u64,
+    /// Where the last writeback request ended.
+    writeback_from: u64,
+}
+
+impl PackWriter {
+    /// Creates a new, empty pack file with its header (not yet durable).
+    pub fn create(dir: &Path, id: u32) -> Result<PackWriter> {
+        let path = pack_path(dir, id);
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).at(&path)?;
+        file.write_all_at(HEADER, 0).at(&path)?;
+        let len = HEADER.len() as u64;
+        Ok(PackWriter { id, path, file, len, writeback_from: 0 })
+    }
+
+    /// Opens an existing pack to append after its committed length `len` (the caller has cut
+    /// any tail already).
+    pub fn open(dir: &Path, id: u32, len: u64) -> Result<PackWriter> {
+        let path = pack_path(dir, id);
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
+        Ok(PackWriter { id, path, file, len, writeback_from: len })
+    }
+
+    /// Appends one chunk record and returns the offset of the chunk's bytes.
+    pub fn append(&mut self, id: &Digest, data: &[u8]) -> Result<u64> {
+        let mut head = [0u8; RECORD_OVERHEAD as usize];
+        head[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        head[4..].copy_from_slice(id.as_bytes());
+        self.file.write_all_at(&head, self.len).at(&self.path)?;
+        let offset = self.len + RECORD_OVERHEAD;
+        self.file.write_all_at(data, offset).at(&self.path)?;
+        self.len = offset + data.len() as u64;
+        if self.len - self.writeback_from >= WRITEBACK_EVERY {
+            self.start_writeback();
+        }
+        Ok(offset)
+    }
+
+    /// Asks the kernel to start writing what was appended, without waiting for it.
+    fn start_writeback(&mut self) {
+        let (from, n) = (self.writeback_from, self.len - self.writeback_from);
+        // SAFETY: plain syscall on an fd we own; it only schedules I/O. Failure is harmless:
+        // durability comes from the fdatasync at commit.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                from as libc::off64_t,
+                n as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.writeback_from = self.len;
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().at(&self.path)
+    }
+
+    /// Cuts the file back to `len` bytes (dropping an uncommitted tail) and makes that durable.
+    pub fn truncate(&mut self, len: u64) -> Result<()> {
+        self.file.set_len(len).at(&self.path)?;
+        self.file.sync_all().at(&self.path)?;
+        self.len = len;
+        self.writeback_from = len;
+        Ok(())
+    }
+}
+
+/// Reads pack `path` record by record up to `len` and calls `f(id, offset, bytes)` for each.
+/// Lets tests look at a pack without the index.
+#[cfg(test)]
+pub fn scan(path: &Path, len: u64, mut f: impl FnMut(Digest, u64, &[u8])) -> Result<()> {
+    let data = std::fs::read(path).at(path)?;
+    let end = (len as usize).min(data.len());
+    if data.len() < HEADER.len() || &data[..HEADER.len()] != HEADER {
+        return Err(Error::CorruptRecord { what: path.display().to_string(), reason: "bad pack header".into() });
+    }
+    let mut pos = HEADER.len();
+    while pos + RECORD_OVERHEAD as usize <= end {
+        let n = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let id = Digest::from_slice(&data[pos + 4..pos + 36]).unwrap();
+        let start = pos + RECORD_OVERHEAD as usize;
+        if start + n > end {
+            break;
+        }
+        f(id, start as u64, &data[start..start + n]);
+        pos = start + n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_names_are_strict() {
+        assert_eq!(parse_pack_name("00000012.pack"), Some(12));
+        for bad in ["12.pack", "0000001x.pack", "00000012.pak", "00000012.pack.tmp"] {
+            assert_eq!(parse_pack_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn appended_chunks_are_readable_through_remapped_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(dir.path(), 1).unwrap();
+        let packs = Packs::new(dir.path().to_owned());
+        let a = w.append(&Digest::of(b"first"), b"first").unwrap();
+        assert_eq!(&packs.slice(1, a, 5).unwrap()[..], b"first");
+        // Written after the first map was made: the read must remap, and the old slice survives.
+        let old = packs.slice(1, a, 5).unwrap();
+        let b = w.append(&Digest::of(b"second"), b"second").unwrap();
+        assert_eq!(&packs.slice(1, b, 6).unwrap()[..], b"second");
+        assert_eq!(&old[..], b"first");
+        let mut seen = Vec::new();
+        scan(&pack_path(dir.path(), 1), w.len, |id, off, bytes| seen.push((id, off, bytes.to_vec()))).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], (Digest::of(b"second"), b, b"second".to_vec()));
+        assert!(matches!(packs.slice(2, 8, 1), Err(Error::MissingPack { pack: 2 })));
+    }
+}

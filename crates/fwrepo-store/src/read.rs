@@ -1,0 +1,207 @@
+//! Reading blobs: zero-copy slices of the mapped packs, each chunk verified before its first use.
+//!
+//! A blob's layout (where each of its chunks lives) is read from the index once and cached, so
+//! serving a range costs a binary search and a few slice operations, not index lookups per chunk.
+//! Each chunk is hashed the first time a layout hands it out; a chunk whose bytes do not match
+//! its id is an error, never wrong bytes.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::chunk_index::ChunkIndex;
+use crate::error::{Error, Result};
+use crate::index::{BlobRecord, CF_BLOBS, CF_CHUNKS, ChunkLoc};
+use crate::{Digest, Store};
+
+/// How many blob layouts stay cached.
+const LAYOUT_CACHE: usize = 4096;
+
+/// Public facts about a stored blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlobInfo {
+    pub blob: Digest,
+    pub len: u64,
+    #[serde(with = "hex::serde")]
+    pub sha256: [u8; 32],
+    pub chunk_index: Digest,
+    pub chunks: usize,
+}
+
+pub(crate) struct ChunkRef {
+    pub id: Digest,
+    pub loc: ChunkLoc,
+    /// Offset of the chunk within the blob.
+    pub start: u64,
+    pub verified: AtomicBool,
+}
+
+pub(crate) struct Layout {
+    pub info: BlobInfo,
+    pub chunks: Vec<ChunkRef>,
+}
+
+pub(crate) struct LayoutCache(Mutex<HashMap<Digest, Arc<Layout>>>);
+
+impl LayoutCache {
+    pub fn new() -> LayoutCache {
+        LayoutCache(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, blob: &Digest) -> Option<Arc<Layout>> {
+        self.0.lock().unwrap().get(blob).cloned()
+    }
+
+    fn put(&self, layout: Arc<Layout>) {
+        let mut map = self.0.lock().unwrap();
+        if map.len() >= LAYOUT_CACHE {
+            // Any victim will do: a miss costs one index read per chunk of that blob.
+            if let Some(k) = map.keys().next().copied() {
+                map.remove(&k);
+            }
+        }
+        map.insert(layout.info.blob, layout);
+    }
+
+    pub fn remove(&self, blob: &Digest) {
+        self.0.lock().unwrap().remove(blob);
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl Store {
+    /// Whether `blob` is fully stored (and so readable).
+    pub fn contains(&self, blob: &Digest) -> Result<bool> {
+        Ok(self.record(blob)?.is_some())
+    }
+
+    /// The ids of every stored blob, in id order.
+    pub fn list_blobs(&self) -> Result<Vec<Digest>> {
+        let cf = self.db.require_cf(CF_BLOBS)?;
+        let mut out = Vec::new();
+        for item in self.db.rocks().iterator_cf(cf, fwrepo_db::IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.db.err(e))?;
+            out.push(Digest::from_slice(&k).ok_or_else(|| Error::CorruptRecord {
+                what: "blob key".into(),
+                reason: format!("{} bytes", k.len()),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Length, hashes and chunk count of `blob`.
+    pub fn blob_info(&self, blob: &Digest) -> Result<BlobInfo> {
+        Ok(self.layout(blob)?.info.clone())
+    }
+
+    /// The chunk index of `blob`: its encoded bytes hash to `blob_info().chunk_index`.
+    pub fn chunk_index(&self, blob: &Digest) -> Result<ChunkIndex> {
+        let layout = self.layout(blob)?;
+        Ok(ChunkIndex { blob_len: layout.info.len, chunks: layout.chunks.iter().map(|c| (c.id, c.loc.len)).collect() })
+    }
+
+    /// Bytes `range` of `blob`, as slices of the mapped packs in order.
+    pub fn read_range(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
+        match self.read_range_once(blob, range.clone()) {
+            // Garbage collection moved the blob's chunks after the layout was cached: reload.
+            Err(Error::MissingPack { .. }) => {
+                self.layouts.remove(blob);
+                self.db.catch_up()?;
+                self.read_range_once(blob, range)
+            }
+            other => other,
+        }
+    }
+
+    /// All bytes of `blob`, as slices of the mapped packs in order.
+    pub fn read_all(&self, blob: &Digest) -> Result<Vec<Bytes>> {
+        let len = self.layout(blob)?.info.len;
+        self.read_range(blob, 0..len)
+    }
+
+    fn read_range_once(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
+        let layout = self.layout(blob)?;
+        let len = layout.info.len;
+        if range.start > range.end || range.end > len {
+            return Err(Error::RangeOutOfBounds { blob: *blob, start: range.start, end: range.end, len });
+        }
+        let mut out = Vec::new();
+        if range.start == range.end {
+            return Ok(out);
+        }
+        // The chunk holding `range.start`.
+        let first = layout.chunks.partition_point(|c| c.start + u64::from(c.loc.len) <= range.start);
+        for c in &layout.chunks[first..] {
+            if c.start >= range.end {
+                break;
+            }
+            let bytes = self.chunk_bytes(c)?;
+            let from = range.start.saturating_sub(c.start) as usize;
+            let to = ((range.end - c.start) as usize).min(bytes.len());
+            out.push(bytes.slice(from..to));
+        }
+        Ok(out)
+    }
+
+    /// The whole chunk, hashed against its id the first time this layout uses it.
+    fn chunk_bytes(&self, c: &ChunkRef) -> Result<Bytes> {
+        let bytes = self.packs.slice(c.loc.pack, c.loc.offset, c.loc.len)?;
+        if !c.verified.load(Ordering::Acquire) {
+            if Digest::of(&bytes) != c.id {
+                return Err(Error::CorruptChunk { chunk: c.id, pack: c.loc.pack, offset: c.loc.offset });
+            }
+            c.verified.store(true, Ordering::Release);
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn record(&self, blob: &Digest) -> Result<Option<BlobRecord>> {
+        let cf = self.db.require_cf(CF_BLOBS)?;
+        match self.db.get(cf, blob.as_bytes())? {
+            None => Ok(None),
+            Some(v) => BlobRecord::decode(blob, &v).map(Some),
+        }
+    }
+
+    pub(crate) fn layout(&self, blob: &Digest) -> Result<Arc<Layout>> {
+        if let Some(l) = self.layouts.get(blob) {
+            return Ok(l);
+        }
+        let record = self.record(blob)?.ok_or(Error::UnknownBlob { blob: *blob })?;
+        let cf = self.db.require_cf(CF_CHUNKS)?;
+        let keys: Vec<_> = record.chunks.iter().map(|(id, _)| (cf, id.as_bytes().to_vec())).collect();
+        let values = self.db.rocks().multi_get_cf(keys);
+        let mut chunks = Vec::with_capacity(record.chunks.len());
+        let mut start = 0u64;
+        for ((id, len), value) in record.chunks.iter().zip(values) {
+            let value = value.map_err(|e| self.db.err(e))?;
+            let value = value.ok_or(Error::MissingChunk { chunk: *id, blob: *blob })?;
+            let loc = ChunkLoc::decode(id, &value)?;
+            if loc.len != *len {
+                return Err(Error::CorruptRecord {
+                    what: format!("chunk {id}"),
+                    reason: format!("index says {} bytes, blob {blob} says {len}", loc.len),
+                });
+            }
+            chunks.push(ChunkRef { id: *id, loc, start, verified: AtomicBool::new(false) });
+            start += u64::from(*len);
+        }
+        let info = BlobInfo {
+            blob: *blob,
+            len: record.len,
+            sha256: record.sha256,
+            chunk_index: record.chunk_index,
+            chunks: chunks.len(),
+        };
+        let layout = Arc::new(Layout { info, chunks });
+        self.layouts.put(layout.clone());
+        Ok(layout)
+    }
+}

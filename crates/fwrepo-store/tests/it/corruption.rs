@@ -1,0 +1,72 @@
+//! A flipped byte in a pack is named by fsck and never served.
+
+use std::os::unix::fs::FileExt;
+
+use fwrepo_store::{Error, FsckProblem, Store};
+
+#[test]
+fn flipped_pack_byte_is_reported_by_chunk_and_blob_and_reads_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (a, b) = {
+        let store = crate::new_store(dir.path());
+        let a = store.ingest_reader(&crate::image(1, 300_000)[..], "a").unwrap();
+        let b = store.ingest_reader(&crate::image(2, 300_000)[..], "b").unwrap();
+        assert!(store.fsck().unwrap().is_clean());
+        (a, b)
+    };
+    // Flip a byte in the middle of the first pack: it holds blob a's chunks.
+    let pack = data_dir.join("packs/00000001.pack");
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
+    let at = 100_000u64;
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    drop(f);
+
+    let store = Store::open(&data_dir).unwrap();
+    let report = store.fsck().unwrap();
+    assert!(!report.is_clean());
+    let corrupt: Vec<_> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            FsckProblem::CorruptChunk { chunk, blobs, .. } => Some((*chunk, blobs.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{:?}", report.problems);
+    assert_eq!(corrupt[0].1, vec![a.blob]);
+    let index = store.chunk_index(&a.blob).unwrap();
+    assert!(index.chunks.iter().any(|(c, _)| *c == corrupt[0].0));
+
+    match store.read_all(&a.blob) {
+        Err(Error::CorruptChunk { chunk, .. }) => assert_eq!(chunk, corrupt[0].0),
+        other => panic!("read of a corrupt blob gave {:?}", other.map(|v| v.len())),
+    }
+    // The other blob is untouched and still reads.
+    assert_eq!(crate::read_all(&store, &b.blob), crate::image(2, 300_000));
+}
+
+#[test]
+fn a_truncated_pack_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let a = {
+        let store = crate::new_store(dir.path());
+        store.ingest_reader(&crate::image(3, 200_000)[..], "a").unwrap()
+    };
+    let pack = data_dir.join("packs/00000001.pack");
+    let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    f.set_len(50_000).unwrap();
+    drop(f);
+    let store = Store::open_read_only(&data_dir).unwrap();
+    let report = store.fsck().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, FsckProblem::UnreadableChunk { blobs, .. } if blobs == &vec![a.blob]))
+    );
+    assert!(store.read_all(&a.blob).is_err());
+}

@@ -1,0 +1,83 @@
+//! What goes in comes out, byte for byte, with the right ids.
+
+use fwrepo_store::{ChunkIndex, Digest};
+use proptest::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+#[test]
+fn ingest_reports_ids_and_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::new_store(dir.path());
+    for (seed, len) in [(1u64, 0usize), (2, 1), (3, 2047), (4, 100_000), (5, 3 << 20)] {
+        let data = crate::image(seed, len);
+        let r = store.ingest_reader(&data[..], "mem").unwrap();
+        assert_eq!(r.blob, Digest::of(&data));
+        assert_eq!(r.len, len as u64);
+        assert_eq!(r.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(crate::read_all(&store, &r.blob), data);
+        let info = store.blob_info(&r.blob).unwrap();
+        assert_eq!((info.len, info.sha256, info.chunks), (r.len, r.sha256, r.chunks));
+        // The chunk index hashes to the id the store reports and parses back.
+        let idx = store.chunk_index(&r.blob).unwrap();
+        assert_eq!(idx.id(), info.chunk_index);
+        assert_eq!(ChunkIndex::parse(&idx.to_bytes()).unwrap(), idx);
+    }
+}
+
+#[test]
+fn a_blob_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::image(9, 1 << 20);
+    let blob = {
+        let store = crate::new_store(dir.path());
+        store.ingest_reader(&data[..], "mem").unwrap().blob
+    };
+    let store = fwrepo_store::Store::open(&dir.path().join("data")).unwrap();
+    assert_eq!(crate::read_all(&store, &blob), data);
+    // And a read-only instance sees it too.
+    let ro = fwrepo_store::Store::open_read_only(&dir.path().join("data")).unwrap();
+    assert_eq!(crate::read_all(&ro, &blob), data);
+}
+
+#[test]
+fn packs_roll_over_at_their_size_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::new_store(dir.path());
+    let data = crate::image(10, 5 << 20);
+    let r = store.ingest_reader(&data[..], "mem").unwrap();
+    let stats = store.stats().unwrap();
+    assert!(stats.packs >= 5, "5 MiB in 1 MiB packs made {} packs", stats.packs);
+    assert_eq!(crate::read_all(&store, &r.blob), data);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_range_reads_the_same_bytes(start in 0usize..600_000, len in 0usize..300_000) {
+        use std::sync::OnceLock;
+        static FIXTURE: OnceLock<(tempfile::TempDir, fwrepo_store::Store, Vec<u8>, Digest)> = OnceLock::new();
+        let (_dir, store, data, blob) = FIXTURE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = crate::new_store(dir.path());
+            let data = crate::image(11, 600_000);
+            let blob = store.ingest_reader(&data[..], "mem").unwrap().blob;
+            (dir, store, data, blob)
+        });
+        let end = (start + len).min(data.len());
+        let got: Vec<u8> = store.read_range(blob, start as u64..end as u64).unwrap().concat();
+        prop_assert_eq!(&got[..], &data[start..end]);
+    }
+}
+
+#[test]
+fn ranges_outside_the_blob_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::new_store(dir.path());
+    let r = store.ingest_reader(&[7u8; 100][..], "mem").unwrap();
+    assert!(matches!(store.read_range(&r.blob, 50..101), Err(fwrepo_store::Error::RangeOutOfBounds { len: 100, .. })));
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = 60..50;
+    assert!(store.read_range(&r.blob, backwards).is_err());
+    assert!(store.read_range(&r.blob, 100..100).unwrap().is_empty());
+}

@@ -1,0 +1,78 @@
+//! `fwrepo`: the operator's command line. Parses arguments, calls the libraries, and reports
+//! each failure as one line on stderr with a non-zero exit.
+
+mod store_cmd;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fwrepo", version, about = "Signed firmware repository: store, publish and serve firmware")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new data dir.
+    Init(store_cmd::InitArgs),
+    /// Store files as blobs (chunked, deduplicated) and print their ids.
+    Ingest(store_cmd::IngestArgs),
+    /// Write a blob (or a byte range of it) to stdout.
+    Cat(store_cmd::CatArgs),
+    /// Re-hash every chunk and blob; exit non-zero if anything is corrupt.
+    Fsck(store_cmd::DataArgs),
+    /// Remove chunks no kept blob uses and compact packs.
+    Gc(store_cmd::GcArgs),
+    /// Show what the store holds.
+    Stats(store_cmd::DataArgs),
+}
+
+/// How a command ended when it did not fail outright.
+pub enum Outcome {
+    Ok,
+    /// The command ran and found problems it already reported (fsck).
+    Problems,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FWREPO_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => store_cmd::init(a),
+        Command::Ingest(a) => store_cmd::ingest(a),
+        Command::Cat(a) => store_cmd::cat(a),
+        Command::Fsck(a) => store_cmd::fsck(a),
+        Command::Gc(a) => store_cmd::gc(a),
+        Command::Stats(a) => store_cmd::stats(a),
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Problems) => ExitCode::from(1),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "fwrepo: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A reader that went away (`fwrepo cat … | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// The `--data DIR` argument every command takes.
+#[derive(clap::Args)]
+pub struct Data {
+    /// The data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+}
