@@ -1,0 +1,30 @@
+//! File names of a consistent-snapshot repository: `N.root.json`, `V.ROLE.json`,
+//! `timestamp.json`, and targets at `DIR/<sha256>.<name>`.
+
+use crate::names::{RoleName, Sha256, TargetPath};
+
+/// Name of the timestamp file, the one unversioned metadata file.
+pub const TIMESTAMP_FILE: &str = "timestamp.json";
+
+/// `N.root.json`.
+pub fn root_file(version: u64) -> String {
+    format!("{version}.root.json")
+}
+
+/// `V.ROLE.json` for snapshot and targets roles (top-level or delegated).
+pub fn versioned_file(role: &RoleName, version: u64) -> String {
+    format!("{version}.{role}.json")
+}
+
+/// Metadata file name of `role` at `version`: the timestamp is never versioned.
+pub fn metadata_file(role: &RoleName, version: u64) -> String {
+    if role.as_str() == "timestamp" { TIMESTAMP_FILE.to_owned() } else { versioned_file(role, version) }
+}
+
+/// Consistent-snapshot name of a target: `DIR/<sha256>.<name>` (no `DIR/` at top level).
+pub fn target_file(path: &TargetPath, sha256: &Sha256) -> String {
+    match path.dir() {
+        "" => format!("{sha256}.{}", path.file_name()),
+        dir => format!("{dir}/{sha256}.{}", path.file_name()),
+    }
+}

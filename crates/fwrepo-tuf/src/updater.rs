@@ -1,0 +1,523 @@
+//! The client workflow of TUF 1.0 (spec section 5) as a pure state machine: it is fed file
+//! bytes and a "now" fixed at creation, checks them, and says what to fetch next and how many
+//! bytes at most to accept. The client and the mirror drive it with their own transports.
+//!
+//! Order of calls: [`Updater::new`] with the pinned or stored root → [`Updater::update_root`]
+//! for each `N+1.root.json` until the server has none → [`Updater::finish_root`] →
+//! [`Updater::update_timestamp`] → [`Updater::update_snapshot`] → [`Updater::update_targets`]
+//! → [`Updater::find_target`], loading delegated roles it asks for with
+//! [`Updater::update_delegated_targets`] → [`TargetInfo::verify`] on the downloaded bytes.
+//! Files kept from an earlier run are offered with `load_trusted_*` so rollback checks can
+//! compare against them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::metadata::{MetaFile, Metadata, RoleKeys, Root, Signed, Snapshot, TargetFile, Targets, Timestamp};
+use crate::names::{RoleName, Sha256, TargetPath};
+
+/// Caps on what the updater accepts; defaults are python-tuf's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest root file.
+    pub root_max: u64,
+    /// Longest timestamp file.
+    pub timestamp_max: u64,
+    /// Longest snapshot file when the timestamp records no length.
+    pub snapshot_max: u64,
+    /// Longest targets file when the snapshot records no length.
+    pub targets_max: u64,
+    /// Most root versions accepted in one update.
+    pub max_root_rotations: u64,
+    /// Most roles one target search visits.
+    pub max_delegations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            root_max: 512_000,
+            timestamp_max: 16_384,
+            snapshot_max: 2_000_000,
+            targets_max: 5_000_000,
+            max_root_rotations: 256,
+            max_delegations: 32,
+        }
+    }
+}
+
+/// A file to fetch next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRequest {
+    /// Role it belongs to.
+    pub role: RoleName,
+    /// File name under the metadata root.
+    pub name: String,
+    /// Stop reading past this many bytes: the file is refused anyway.
+    pub max_length: u64,
+}
+
+/// Result of a target search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The target, as signed by `role`.
+    Found(TargetInfo),
+    /// The search needs delegated `role` (delegated by `delegator`): fetch `request`, give it
+    /// to [`Updater::update_delegated_targets`], then search again.
+    NeedRole {
+        /// Role to load.
+        role: RoleName,
+        /// Role that delegates it.
+        delegator: RoleName,
+        /// File to fetch.
+        request: FileRequest,
+    },
+    /// No trusted role signs this path.
+    NotFound,
+}
+
+/// A target found in trusted metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// Its path.
+    pub path: TargetPath,
+    /// Its signed description.
+    pub file: TargetFile,
+    /// The role that signed it.
+    pub role: RoleName,
+}
+
+impl TargetInfo {
+    /// Name to download: `DIR/<sha256>.<name>` under consistent snapshots, else the path.
+    pub fn download_name(&self, consistent_snapshot: bool) -> Result<String> {
+        if !consistent_snapshot {
+            return Ok(self.path.to_string());
+        }
+        Ok(layout::target_file(&self.path, &self.sha256()?))
+    }
+
+    fn sha256(&self) -> Result<Sha256> {
+        self.file.sha256().ok_or_else(|| Error::TargetMismatch {
+            path: self.path.to_string(),
+            reason: "no sha256 in its metadata".into(),
+        })
+    }
+
+    /// Checks downloaded bytes: length first (without hashing an over-long download), then sha256.
+    pub fn verify(&self, bytes: &[u8]) -> Result<()> {
+        let mut v = self.verifier()?;
+        v.update(bytes)?;
+        v.finish()
+    }
+
+    /// A streaming check for downloads too large to hold in memory.
+    pub fn verifier(&self) -> Result<TargetVerifier> {
+        Ok(TargetVerifier { info: self.clone(), expected: self.sha256()?, seen: 0, hasher: sha2::Sha256::default() })
+    }
+}
+
+/// Streams a target download through its length cap and SHA-256.
+pub struct TargetVerifier {
+    info: TargetInfo,
+    expected: Sha256,
+    seen: u64,
+    hasher: sha2::Sha256,
+}
+
+impl TargetVerifier {
+    /// Feeds the next bytes; fails as soon as more than the signed length has arrived, so an
+    /// endless response is cut off instead of hashed.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<()> {
+        use sha2::Digest as _;
+        self.seen = self.seen.saturating_add(chunk.len() as u64);
+        if self.seen > self.info.file.length {
+            return Err(Error::TargetTooLong { path: self.info.path.to_string(), expected: self.info.file.length });
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Checks the total length and the hash.
+    pub fn finish(self) -> Result<()> {
+        use sha2::Digest as _;
+        let path = self.info.path.to_string();
+        if self.seen != self.info.file.length {
+            return Err(Error::TargetMismatch {
+                path,
+                reason: format!("{} bytes, signed length is {}", self.seen, self.info.file.length),
+            });
+        }
+        let got = Sha256::from_bytes(self.hasher.finalize().into());
+        if got != self.expected {
+            return Err(Error::TargetMismatch { path, reason: format!("sha256 {got}, signed {}", self.expected) });
+        }
+        Ok(())
+    }
+}
+
+/// The client's trusted metadata and its update rules.
+#[derive(Clone, Debug)]
+pub struct Updater {
+    now: DateTime<Utc>,
+    limits: Limits,
+    root: Signed<Root>,
+    rotations: u64,
+    root_done: bool,
+    timestamp: Option<Signed<Timestamp>>,
+    snapshot: Option<Signed<Snapshot>>,
+    /// Whether `snapshot` is the one the trusted timestamp names (otherwise it is only kept to
+    /// detect rollback).
+    snapshot_current: bool,
+    targets: BTreeMap<RoleName, Signed<Targets>>,
+}
+
+fn check_len(role: &RoleName, bytes: &[u8], max: u64) -> Result<()> {
+    if bytes.len() as u64 > max {
+        return Err(Error::TooLarge { role: role.clone(), length: bytes.len() as u64, max });
+    }
+    Ok(())
+}
+
+fn verify_role<T: Metadata>(file: &Signed<T>, role: &RoleName, root: &Root, top_role: &RoleName) -> Result<()> {
+    let rk = root.role(top_role)?;
+    file.verify(role, &root.keys, &rk.keyids, rk.threshold)
+}
+
+fn same_keys(a: &RoleKeys, b: &RoleKeys) -> bool {
+    let ids = |r: &RoleKeys| r.keyids.iter().copied().collect::<BTreeSet<_>>();
+    ids(a) == ids(b) && a.threshold == b.threshold
+}
+
+impl Updater {
+    /// Starts from a trusted root (pinned, or stored by an earlier run). It must be signed by
+    /// a threshold of its own root keys; its expiry is checked by [`Updater::finish_root`],
+    /// after newer roots had their chance.
+    pub fn new(trusted_root: &[u8], now: DateTime<Utc>, limits: Limits) -> Result<Self> {
+        let role = RoleName::root();
+        check_len(&role, trusted_root, limits.root_max)?;
+        let root = Signed::<Root>::from_bytes(&role, trusted_root)?;
+        verify_role(&root, &role, &root.signed, &role)?;
+        Ok(Self {
+            now,
+            limits,
+            root,
+            rotations: 0,
+            root_done: false,
+            timestamp: None,
+            snapshot: None,
+            snapshot_current: false,
+            targets: BTreeMap::new(),
+        })
+    }
+
+    /// The trusted root.
+    pub fn root(&self) -> &Signed<Root> {
+        &self.root
+    }
+    /// The trusted timestamp, if any.
+    pub fn timestamp(&self) -> Option<&Signed<Timestamp>> {
+        self.timestamp.as_ref()
+    }
+    /// The trusted snapshot, if any.
+    pub fn snapshot(&self) -> Option<&Signed<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+    /// A loaded targets role.
+    pub fn targets(&self, role: &RoleName) -> Option<&Signed<Targets>> {
+        self.targets.get(role)
+    }
+
+    /// The next root to try: `N+1.root.json`. A missing file ends the chain.
+    pub fn next_root_request(&self) -> FileRequest {
+        FileRequest {
+            role: RoleName::root(),
+            name: layout::root_file(self.root.signed.version + 1),
+            max_length: self.limits.root_max,
+        }
+    }
+
+    /// Accepts root N+1: signed by a threshold of root N's keys and of its own, version
+    /// exactly N+1. When the timestamp or snapshot keys change, the trusted timestamp and
+    /// snapshot are dropped, so a repository recovering from a key compromise can restart
+    /// their versions (fast-forward recovery).
+    pub fn update_root(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::root();
+        if self.root_done {
+            return Err(Error::OutOfOrder { role, what: "every root (finish_root was already called)" });
+        }
+        if self.rotations >= self.limits.max_root_rotations {
+            return Err(Error::RootChainTooLong { max: self.limits.max_root_rotations });
+        }
+        check_len(&role, bytes, self.limits.root_max)?;
+        let new = Signed::<Root>::from_bytes(&role, bytes)?;
+        verify_role(&new, &role, &self.root.signed, &role)?;
+        verify_role(&new, &role, &new.signed, &role)?;
+        let expected = self.root.signed.version + 1;
+        if new.signed.version != expected {
+            return Err(Error::VersionMismatch { role, expected, found: new.signed.version });
+        }
+        let rotated = |name: RoleName| match (self.root.signed.role(&name), new.signed.role(&name)) {
+            (Ok(a), Ok(b)) => !same_keys(a, b),
+            _ => true,
+        };
+        if rotated(RoleName::timestamp()) || rotated(RoleName::snapshot()) {
+            self.timestamp = None;
+            self.snapshot = None;
+            self.snapshot_current = false;
+        }
+        self.targets.clear();
+        self.root = new;
+        self.rotations += 1;
+        Ok(())
+    }
+
+    /// Ends the root chain (the server has no `N+1.root.json`); the final root must not have
+    /// expired (freeze attack).
+    pub fn finish_root(&mut self) -> Result<()> {
+        self.root.check_expiry(&RoleName::root(), self.now)?;
+        self.root_done = true;
+        Ok(())
+    }
+
+    fn need_root(&self, role: &RoleName) -> Result<()> {
+        if !self.root_done {
+            return Err(Error::OutOfOrder { role: role.clone(), what: "the root chain (finish_root)" });
+        }
+        Ok(())
+    }
+
+    /// Offers a timestamp stored by an earlier run, for rollback checks. Only signatures are
+    /// checked; an error means the file is not trusted under the current root (for example
+    /// after a key rotation) and the update should go on without it.
+    pub fn load_trusted_timestamp(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::timestamp();
+        let file = Signed::<Timestamp>::from_bytes(&role, bytes)?;
+        verify_role(&file, &role, &self.root.signed, &role)?;
+        self.timestamp = Some(file);
+        Ok(())
+    }
+
+    /// Offers a snapshot stored by an earlier run, for rollback checks; as
+    /// [`Updater::load_trusted_timestamp`].
+    pub fn load_trusted_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::snapshot();
+        let file = Signed::<Snapshot>::from_bytes(&role, bytes)?;
+        verify_role(&file, &role, &self.root.signed, &role)?;
+        self.snapshot_current =
+            self.timestamp.as_ref().is_some_and(|t| t.signed.snapshot_meta().version == file.signed.version);
+        self.snapshot = Some(file);
+        Ok(())
+    }
+
+    /// `timestamp.json`.
+    pub fn timestamp_request(&self) -> FileRequest {
+        FileRequest {
+            role: RoleName::timestamp(),
+            name: layout::TIMESTAMP_FILE.into(),
+            max_length: self.limits.timestamp_max,
+        }
+    }
+
+    /// Accepts a new timestamp: signed by the root's timestamp keys, version and snapshot
+    /// version not lower than trusted (rollback), not expired (freeze). The same version as
+    /// trusted keeps the trusted file.
+    pub fn update_timestamp(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::timestamp();
+        self.need_root(&role)?;
+        check_len(&role, bytes, self.limits.timestamp_max)?;
+        let new = Signed::<Timestamp>::from_bytes(&role, bytes)?;
+        verify_role(&new, &role, &self.root.signed, &role)?;
+        if let Some(old) = &self.timestamp {
+            let (tv, nv) = (old.signed.version, new.signed.version);
+            if nv < tv {
+                return Err(Error::Rollback { role, trusted: tv, new: nv });
+            }
+            let (ts, ns) = (old.signed.snapshot_meta().version, new.signed.snapshot_meta().version);
+            if ns < ts {
+                return Err(Error::Rollback { role: RoleName::snapshot(), trusted: ts, new: ns });
+            }
+            if nv == tv {
+                return old.check_expiry(&role, self.now);
+            }
+        }
+        new.check_expiry(&role, self.now)?;
+        self.snapshot_current = self.snapshot.as_ref().is_some_and(|s| {
+            let meta = new.signed.snapshot_meta();
+            s.signed.version == meta.version && meta.check_bytes(&RoleName::snapshot(), &role, s.bytes()).is_ok()
+        });
+        self.timestamp = Some(new);
+        Ok(())
+    }
+
+    fn meta_request(&self, role: &RoleName, meta: &MetaFile, default_max: u64) -> FileRequest {
+        let name = if self.root.signed.consistent_snapshot {
+            layout::versioned_file(role, meta.version)
+        } else {
+            format!("{role}.json")
+        };
+        FileRequest { role: role.clone(), name, max_length: meta.length.unwrap_or(default_max).min(default_max) }
+    }
+
+    /// The snapshot the trusted timestamp names, or `None` when the trusted snapshot already
+    /// is that one.
+    pub fn snapshot_request(&self) -> Result<Option<FileRequest>> {
+        let role = RoleName::snapshot();
+        let ts = self.timestamp.as_ref().ok_or(Error::OutOfOrder { role: role.clone(), what: "timestamp" })?;
+        if self.snapshot_current {
+            return Ok(None);
+        }
+        Ok(Some(self.meta_request(&role, ts.signed.snapshot_meta(), self.limits.snapshot_max)))
+    }
+
+    /// Accepts the snapshot the timestamp names: length and hashes as the timestamp records
+    /// (mix-and-match), version equal to the timestamp's, no targets role with a lower version
+    /// than, or missing from, the previously trusted snapshot (rollback), not expired (freeze).
+    pub fn update_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::snapshot();
+        self.need_root(&role)?;
+        let ts = self.timestamp.as_ref().ok_or(Error::OutOfOrder { role: role.clone(), what: "timestamp" })?;
+        let meta = ts.signed.snapshot_meta();
+        check_len(&role, bytes, meta.length.unwrap_or(self.limits.snapshot_max).min(self.limits.snapshot_max))?;
+        meta.check_bytes(&role, &RoleName::timestamp(), bytes)?;
+        let new = Signed::<Snapshot>::from_bytes(&role, bytes)?;
+        verify_role(&new, &role, &self.root.signed, &role)?;
+        if new.signed.version != meta.version {
+            return Err(Error::VersionMismatch { role, expected: meta.version, found: new.signed.version });
+        }
+        if let Some(old) = &self.snapshot {
+            if new.signed.version < old.signed.version {
+                return Err(Error::Rollback { role, trusted: old.signed.version, new: new.signed.version });
+            }
+            for (name, old_meta) in &old.signed.meta {
+                let r = RoleName::new(name.strip_suffix(".json").unwrap_or(name))?;
+                let new_meta = new
+                    .signed
+                    .meta
+                    .get(name)
+                    .ok_or_else(|| Error::NotListed { role: r.clone(), referrer: role.clone() })?;
+                if new_meta.version < old_meta.version {
+                    return Err(Error::Rollback { role: r, trusted: old_meta.version, new: new_meta.version });
+                }
+            }
+        }
+        new.check_expiry(&role, self.now)?;
+        self.snapshot = Some(new);
+        self.snapshot_current = true;
+        self.targets.clear();
+        Ok(())
+    }
+
+    fn current_snapshot(&self, role: &RoleName) -> Result<&Signed<Snapshot>> {
+        match &self.snapshot {
+            Some(s) if self.snapshot_current => Ok(s),
+            _ => Err(Error::OutOfOrder { role: role.clone(), what: "the snapshot named by the timestamp" }),
+        }
+    }
+
+    /// The file of targets role `role` the snapshot names.
+    pub fn targets_request(&self, role: &RoleName) -> Result<FileRequest> {
+        let snap = self.current_snapshot(role)?;
+        let meta = snap
+            .signed
+            .role_meta(role)
+            .ok_or_else(|| Error::NotListed { role: role.clone(), referrer: RoleName::snapshot() })?;
+        Ok(self.meta_request(role, meta, self.limits.targets_max))
+    }
+
+    /// Accepts top-level targets: signed by the root's targets keys, version as the snapshot
+    /// records, not expired.
+    pub fn update_targets(&mut self, bytes: &[u8]) -> Result<()> {
+        let role = RoleName::targets();
+        let root = self.root.signed.clone();
+        let rk = root.role(&role)?.clone();
+        self.accept_targets(&role, bytes, |f| f.verify(&role, &root.keys, &rk.keyids, rk.threshold))
+    }
+
+    /// Accepts delegated role `role` with the keys and threshold `delegator` (already loaded)
+    /// gives it.
+    pub fn update_delegated_targets(&mut self, role: &RoleName, delegator: &RoleName, bytes: &[u8]) -> Result<()> {
+        if role.is_top_level() {
+            return Err(Error::UnknownRole { role: role.clone(), delegator: delegator.clone() });
+        }
+        let parent =
+            self.targets.get(delegator).ok_or(Error::OutOfOrder { role: role.clone(), what: "its delegator" })?;
+        let delegations = parent
+            .signed
+            .delegations
+            .clone()
+            .ok_or_else(|| Error::UnknownRole { role: role.clone(), delegator: delegator.clone() })?;
+        let d = delegations
+            .roles
+            .iter()
+            .find(|r| r.name == *role)
+            .ok_or_else(|| Error::UnknownRole { role: role.clone(), delegator: delegator.clone() })?;
+        self.accept_targets(role, bytes, |f| f.verify(role, &delegations.keys, &d.keyids, d.threshold))
+    }
+
+    fn accept_targets(
+        &mut self,
+        role: &RoleName,
+        bytes: &[u8],
+        verify: impl FnOnce(&Signed<Targets>) -> Result<()>,
+    ) -> Result<()> {
+        let snap = self.current_snapshot(role)?;
+        let meta = snap
+            .signed
+            .role_meta(role)
+            .ok_or_else(|| Error::NotListed { role: role.clone(), referrer: RoleName::snapshot() })?;
+        check_len(role, bytes, meta.length.unwrap_or(self.limits.targets_max).min(self.limits.targets_max))?;
+        meta.check_bytes(role, &RoleName::snapshot(), bytes)?;
+        let expected = meta.version;
+        let new = Signed::<Targets>::from_bytes(role, bytes)?;
+        verify(&new)?;
+        if new.signed.version != expected {
+            return Err(Error::VersionMismatch { role: role.clone(), expected, found: new.signed.version });
+        }
+        new.check_expiry(role, self.now)?;
+        self.targets.insert(role.clone(), new);
+        Ok(())
+    }
+
+    /// Searches the delegation tree for `path`, pre-order and depth-first as the spec orders
+    /// it, honouring `terminating`. Asks for each role it needs and has not got.
+    pub fn find_target(&self, path: &TargetPath) -> Result<Lookup> {
+        let top = RoleName::targets();
+        if !self.targets.contains_key(&top) {
+            return Err(Error::OutOfOrder { role: top, what: "top-level targets" });
+        }
+        let mut stack: Vec<(RoleName, RoleName)> = vec![(top.clone(), RoleName::root())];
+        let mut visited = BTreeSet::new();
+        while let Some((role, delegator)) = stack.pop() {
+            if !visited.insert(role.clone()) {
+                continue;
+            }
+            if visited.len() > self.limits.max_delegations {
+                return Err(Error::TooManyDelegations { max: self.limits.max_delegations });
+            }
+            let Some(file) = self.targets.get(&role) else {
+                let request = self.targets_request(&role)?;
+                return Ok(Lookup::NeedRole { role, delegator, request });
+            };
+            if let Some(t) = file.signed.targets.get(path) {
+                return Ok(Lookup::Found(TargetInfo { path: path.clone(), file: t.clone(), role }));
+            }
+            let mut children = Vec::new();
+            if let Some(d) = &file.signed.delegations {
+                for child in d.roles.iter().filter(|c| c.matches(path)) {
+                    children.push((child.name.clone(), role.clone()));
+                    if child.terminating {
+                        // Nothing after a terminating match is searched, not even the roles
+                        // still waiting higher up the tree.
+                        stack.clear();
+                        break;
+                    }
+                }
+            }
+            stack.extend(children.into_iter().rev());
+        }
+        Ok(Lookup::NotFound)
+    }
+}

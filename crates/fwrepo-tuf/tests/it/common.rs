@@ -1,0 +1,141 @@
+//! Shared fixtures: deterministic keys, a fixed clock, an in-memory "server" of published
+//! files, and a driver that runs the client workflow against it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fwrepo_tuf::{
+    Component, Config, FwCustom, Limits, Lookup, MetadataFile, Repository, Result, RoleName, RoleSpec, RootSpec,
+    SigningKey, TargetFile, TargetInfo, TargetPath, Updater,
+};
+
+/// The fixed "now" of every test.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// A key whose seed is `n` repeated: deterministic across runs.
+pub fn key(n: u8) -> SigningKey {
+    SigningKey::from_seed(&[n; 32])
+}
+
+/// The keys every fixture repository uses, one per top-level role.
+pub struct Keys {
+    pub root: SigningKey,
+    pub timestamp: SigningKey,
+    pub snapshot: SigningKey,
+    pub targets: SigningKey,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        Self { root: key(1), timestamp: key(2), snapshot: key(3), targets: key(4) }
+    }
+    pub fn ring(&self) -> Vec<&SigningKey> {
+        vec![&self.root, &self.timestamp, &self.snapshot, &self.targets]
+    }
+    pub fn spec(&self) -> RootSpec {
+        let one = |k: &SigningKey| RoleSpec::new(vec![k.public_key()], 1);
+        RootSpec {
+            root: one(&self.root),
+            timestamp: one(&self.timestamp),
+            snapshot: one(&self.snapshot),
+            targets: one(&self.targets),
+        }
+    }
+}
+
+/// Published files by name, as a static HTTP server would hold them.
+#[derive(Default, Clone)]
+pub struct Server {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Server {
+    pub fn publish(&mut self, files: &[MetadataFile]) {
+        for f in files {
+            self.files.insert(f.name.clone(), f.bytes.clone());
+        }
+    }
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+}
+
+/// A repository at version 1 plus the server it was published to.
+pub fn fresh_repo(config: Config) -> (Keys, Repository, Server) {
+    let keys = Keys::new();
+    let repo = Repository::init(&keys.spec(), &keys.ring(), t0(), config).unwrap();
+    let mut server = Server::default();
+    server.publish(&repo.files());
+    (keys, repo, server)
+}
+
+/// A target path for tests.
+pub fn path(s: &str) -> TargetPath {
+    TargetPath::new(s).unwrap()
+}
+
+/// Synthetic firmware bytes and their description.
+pub fn firmware(name: &str) -> (TargetPath, Vec<u8>, TargetFile) {
+    let bytes = format!("firmware image {name}").into_bytes();
+    let custom = FwCustom {
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        chunk_index: blake3::hash(name.as_bytes()).to_hex().to_string(),
+        release: "2014.02.0".into(),
+        component: Component {
+            name: format!("component {name}"),
+            kind: "firmware".into(),
+            version: "1.40".into(),
+            models: vec!["ProLiant DL380p Gen8".into()],
+        },
+    };
+    let file = TargetFile::describing(&bytes, Some(&custom));
+    (path(name), bytes, file)
+}
+
+/// A client that trusts `root_bytes`.
+pub fn client(root_bytes: &[u8], now: DateTime<Utc>) -> Updater {
+    Updater::new(root_bytes, now, Limits::default()).unwrap()
+}
+
+fn fetch<'a>(server: &'a Server, name: &str) -> &'a [u8] {
+    server.get(name).unwrap_or_else(|| panic!("server has no {name}"))
+}
+
+/// Runs root → timestamp → snapshot → top-level targets.
+pub fn refresh(server: &Server, up: &mut Updater) -> Result<()> {
+    loop {
+        let req = up.next_root_request();
+        match server.get(&req.name) {
+            Some(bytes) => up.update_root(bytes)?,
+            None => break,
+        }
+    }
+    up.finish_root()?;
+    up.update_timestamp(fetch(server, &up.timestamp_request().name))?;
+    if let Some(req) = up.snapshot_request()? {
+        up.update_snapshot(fetch(server, &req.name))?;
+    }
+    let req = up.targets_request(&RoleName::targets())?;
+    up.update_targets(fetch(server, &req.name))
+}
+
+/// Searches for `path`, loading delegated roles as the updater asks.
+pub fn find(server: &Server, up: &mut Updater, p: &TargetPath) -> Result<Option<TargetInfo>> {
+    loop {
+        match up.find_target(p)? {
+            Lookup::Found(info) => return Ok(Some(info)),
+            Lookup::NotFound => return Ok(None),
+            Lookup::NeedRole { role, delegator, request } => {
+                assert!(fetch(server, &request.name).len() as u64 <= request.max_length);
+                up.update_delegated_targets(&role, &delegator, fetch(server, &request.name))?;
+            }
+        }
+    }
+}
+
+/// The bytes of root version 1 as published.
+pub fn root_v1(server: &Server) -> Vec<u8> {
+    server.get("1.root.json").unwrap().to_vec()
+}
