@@ -1,0 +1,170 @@
+//! A bounded cache of tokens whose signature has been verified, so repeated requests with the
+//! same token cost a BLAKE3 hash and a map lookup instead of an Ed25519 verification.
+//!
+//! Only the signature check is cached. On every hit the claims are checked again against the
+//! verifier passed in — expiry, audience, issuer, revocation by jti and subject, and that the
+//! signing kid still names the same key — so a new revocation list or keyring takes effect on
+//! the next request without clearing anything. Those checks are a few hash lookups.
+//!
+//! Entries live no longer than their token's `exp` (the leeway is not extended to cache hits;
+//! a token in its leeway window is re-verified in full). When a shard is full, expired entries
+//! are swept and, if none were, an arbitrary one is evicted: hashes are uniformly spread, so
+//! this approximates random eviction without the bookkeeping of an LRU.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use crate::time::UnixTime;
+use crate::token::{Claims, Scope};
+use crate::verify::{MAX_TOKEN_LEN, Reject, Verifier};
+
+/// Independent locks, so that threads serving different tokens rarely contend.
+const SHARDS: usize = 16;
+
+/// BLAKE3 of the token string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 32]);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a uniform hash that callers cannot steer without a BLAKE3 preimage: eight
+        // of its bytes are a good enough table hash, and hashing again would cost as much as
+        // the lookup.
+        state.write_u64(u64::from_le_bytes(self.0[8..16].try_into().expect("8 bytes")));
+    }
+}
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if something other than `Key` is hashed; FNV-1a keeps it correct.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Entry {
+    claims: Arc<Claims>,
+    kid: String,
+    key: [u8; 32],
+    /// The entry is not used at or after this time: the token's `exp`.
+    until: UnixTime,
+}
+
+type Shard = HashMap<Key, Arc<Entry>, BuildHasherDefault<KeyHasher>>;
+
+/// A thread-safe, bounded cache of verified tokens. Share one per server (`Arc` or a static).
+pub struct TokenCache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+}
+
+impl TokenCache {
+    /// A cache holding about `capacity` tokens (at least one per shard).
+    pub fn new(capacity: usize) -> TokenCache {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        TokenCache { shards, per_shard }
+    }
+
+    /// [`Verifier::verify`], with the signature check skipped for tokens verified before.
+    pub fn verify<S: AsRef<str>>(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        now: UnixTime,
+        required: Scope,
+        blob_models: &[S],
+    ) -> Result<Arc<Claims>, Reject> {
+        let claims = self.authenticate(verifier, token, now)?;
+        claims.authorize(required, blob_models)?;
+        Ok(claims)
+    }
+
+    /// [`Verifier::authenticate`] through the cache.
+    pub fn authenticate(&self, verifier: &Verifier, token: &str, now: UnixTime) -> Result<Arc<Claims>, Reject> {
+        // Hashing 8 KiB is cheap, but there is no reason to do it for a token we refuse anyway.
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Reject::TooLarge);
+        }
+        let key = Key(*blake3::hash(token.as_bytes()).as_bytes());
+        let shard = &self.shards[usize::from(key.0[0]) % SHARDS];
+        let hit = {
+            let mut map = lock(shard);
+            match map.get(&key) {
+                Some(e) if now < e.until => Some(Arc::clone(e)),
+                Some(_) => {
+                    map.remove(&key);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(entry) = hit {
+            if !verifier.trusts(&entry.kid, &entry.key) {
+                return Err(Reject::UnknownKey);
+            }
+            verifier.check_claims(&entry.claims, now)?;
+            return Ok(Arc::clone(&entry.claims));
+        }
+
+        let verified = verifier.check_signature(token)?;
+        verifier.check_claims(&verified.claims, now)?;
+        let claims = Arc::new(verified.claims);
+        if now < claims.exp {
+            let entry = Arc::new(Entry {
+                claims: Arc::clone(&claims),
+                kid: verified.kid,
+                key: verified.key,
+                until: claims.exp,
+            });
+            let mut map = lock(shard);
+            if map.len() >= self.per_shard && !map.contains_key(&key) {
+                map.retain(|_, e| now < e.until);
+                if map.len() >= self.per_shard {
+                    let victim = *map.keys().next().expect("a full shard has a key");
+                    map.remove(&victim);
+                }
+            }
+            map.insert(key, entry);
+        }
+        Ok(claims)
+    }
+
+    /// Entries held, expired ones included until they are swept.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most entries the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.per_shard * SHARDS
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for s in self.shards.iter() {
+            lock(s).clear();
+        }
+    }
+}
+
+/// Locks a shard. A panic while holding the lock cannot leave a map half-updated in a way that
+/// matters (every entry is independently valid), so a poisoned lock is simply taken over.
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
