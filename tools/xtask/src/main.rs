@@ -17,6 +17,7 @@ commands:
   test             setup, then rustfmt check, clippy (warnings denied) and every test
   demo             build fwrepo and walk through storing and reading firmware
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
+  bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   testdata         fetch real firmware pairs (Debian ovmf, grub-efi-amd64-bin) into
                    testdata/real/ and write the synthetic SPP series to testdata/synthetic/
 ";
@@ -41,6 +42,10 @@ fn run() -> Result<()> {
         ["bench", "ingest", rest @ ..] => {
             setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
+        }
+        ["bench", "stages"] => {
+            setup()?;
+            cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-stages"], &[])
         }
         ["testdata"] => testdata(),
         ["help" | "--help" | "-h"] | [] => {
