@@ -1,6 +1,7 @@
 //! `fwrepo`: the operator's command line. Parses arguments, calls the libraries, and reports
 //! each failure as one line on stderr with a non-zero exit.
 
+mod entitle_cmd;
 mod store_cmd;
 
 use std::io::Write;
@@ -30,6 +31,25 @@ enum Command {
     Gc(store_cmd::GcArgs),
     /// Show what the store holds.
     Stats(store_cmd::DataArgs),
+    /// Entitlement records: serials, service agreements, partners.
+    #[command(subcommand)]
+    Entitlements(entitle_cmd::EntitlementsCommand),
+    /// Access tokens: issue and revoke.
+    #[command(subcommand)]
+    Token(entitle_cmd::TokenCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the token issuer keyring (DIR/issuer.jwks), or add a new signing key to it; old
+    /// keys keep verifying until removed. Prints the new key id.
+    RotateIssuer {
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+    },
 }
 
 /// How a command ended when it did not fail outright.
@@ -52,6 +72,9 @@ fn main() -> ExitCode {
         Command::Fsck(a) => store_cmd::fsck(a),
         Command::Gc(a) => store_cmd::gc(a),
         Command::Stats(a) => store_cmd::stats(a),
+        Command::Entitlements(c) => entitle_cmd::entitlements(c),
+        Command::Token(c) => entitle_cmd::token(c),
+        Command::Keys(KeysCommand::RotateIssuer { keys }) => entitle_cmd::rotate_issuer(&keys),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

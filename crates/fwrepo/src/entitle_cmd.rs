@@ -1,0 +1,296 @@
+//! Entitlement and token commands: `fwrepo entitlements …`, `fwrepo token …`,
+//! `fwrepo keys rotate-issuer`.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use fwrepo_entitle::{
+    AgreementId, Entitlements, Issuer, IssuerConfig, IssuerKeyring, Jti, PartnerId, RecordKind, Scope, Serial, Status,
+    Subject, TokenRequest, UnixTime,
+};
+use fwrepo_store::{OpenOptions, Store};
+
+use crate::{Data, Outcome};
+
+/// The issuer keyring's file name inside the keys directory.
+pub const ISSUER_KEYS: &str = "issuer.jwks";
+/// Default `iss` and `aud` of tokens; the server verifies the same values unless configured.
+pub const DEFAULT_ISSUER: &str = "fwrepo";
+pub const DEFAULT_AUDIENCE: &str = "fwrepo";
+
+#[derive(clap::Subcommand)]
+pub enum EntitlementsCommand {
+    /// Import serials, agreements or partners from CSV or JSON files (each file all or nothing).
+    Import {
+        #[command(flatten)]
+        data: Data,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// List records as JSON (all kinds) or CSV (one kind).
+    List {
+        #[command(flatten)]
+        data: Data,
+        /// Print CSV of this kind (serials, agreements, partners) instead of JSON.
+        #[arg(long, value_name = "KIND")]
+        csv: Option<String>,
+    },
+    /// Show one record as JSON.
+    Show {
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Revoke (or suspend) an agreement or partner: its tokens stop working at once.
+    Revoke {
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        who: AgreementOrPartner,
+        /// Suspend instead of revoke (a re-import with status active lifts either).
+        #[arg(long)]
+        suspend: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Who {
+    #[arg(long)]
+    serial: Option<String>,
+    #[arg(long)]
+    agreement: Option<String>,
+    #[arg(long)]
+    partner: Option<String>,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct AgreementOrPartner {
+    #[arg(long)]
+    agreement: Option<String>,
+    #[arg(long)]
+    partner: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print it alone on stdout.
+    Issue {
+        #[command(flatten)]
+        data: Data,
+        /// The directory holding issuer.jwks.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        #[command(flatten)]
+        who: Who,
+        /// `download` or `mirror` (partners only).
+        #[arg(long, default_value = "download")]
+        scope: String,
+        /// The `iss` claim.
+        #[arg(long, default_value = DEFAULT_ISSUER)]
+        issuer: String,
+        /// The `aud` claim.
+        #[arg(long, default_value = DEFAULT_AUDIENCE)]
+        audience: String,
+        /// Token lifetime in seconds (never past the warranty or agreement end).
+        #[arg(long, default_value_t = 24 * 3600)]
+        lifetime: i64,
+    },
+    /// Revoke one token (by its jti) or every token of a subject (`serial:…`, `agreement:…`,
+    /// `partner:…`).
+    Revoke {
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        what: JtiOrSubject,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct JtiOrSubject {
+    #[arg(long)]
+    jti: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+}
+
+fn open(data: &Path, write: bool) -> Result<(Store, Entitlements)> {
+    let opts = OpenOptions { read_only: !write, extra_column_families: fwrepo_entitle::COLUMN_FAMILIES.to_vec() };
+    let store = Store::open_with(data, &opts)?;
+    let records = Entitlements::new(store.db().clone());
+    Ok((store, records))
+}
+
+pub fn entitlements(cmd: EntitlementsCommand) -> Result<Outcome> {
+    match cmd {
+        EntitlementsCommand::Import { data, files } => {
+            // Read every file first, so an unreadable one changes nothing.
+            let mut inputs = Vec::new();
+            for f in &files {
+                inputs.push((f.display().to_string(), std::fs::read(f).with_context(|| f.display().to_string())?));
+            }
+            let (_store, records) = open(&data.data, true)?;
+            for (name, bytes) in inputs {
+                let s = records.import(&name, &bytes, UnixTime::now())?;
+                println!("{name}: {} created, {} updated, {} unchanged", s.created, s.updated, s.unchanged);
+            }
+        }
+        EntitlementsCommand::List { data, csv } => {
+            let (_store, records) = open(&data.data, false)?;
+            let bytes = match csv {
+                None => records.export_json()?,
+                Some(kind) => records.export_csv(parse_kind(&kind)?)?,
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            if !bytes.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+        }
+        EntitlementsCommand::Show { data, who } => {
+            let (_store, records) = open(&data.data, false)?;
+            let json = if let Some(s) = &who.serial {
+                let id: Serial = s.parse()?;
+                serde_json::to_string_pretty(&records.serial(&id)?.with_context(|| format!("no serial {s:?}"))?)?
+            } else if let Some(a) = &who.agreement {
+                let id: AgreementId = a.parse()?;
+                serde_json::to_string_pretty(&records.agreement(&id)?.with_context(|| format!("no agreement {a:?}"))?)?
+            } else {
+                let p = who.partner.as_deref().unwrap_or_default();
+                let id: PartnerId = p.parse()?;
+                serde_json::to_string_pretty(&records.partner(&id)?.with_context(|| format!("no partner {p:?}"))?)?
+            };
+            println!("{json}");
+        }
+        EntitlementsCommand::Revoke { data, who, suspend } => {
+            let status = if suspend { Status::Suspended } else { Status::Revoked };
+            let (_store, records) = open(&data.data, true)?;
+            let now = UnixTime::now();
+            if let Some(a) = &who.agreement {
+                let id: AgreementId = a.parse()?;
+                records.agreement(&id)?.with_context(|| format!("no agreement {a:?}"))?;
+                records.set_agreement_status(&id, status, now)?;
+                println!("agreement {a}: {status:?}");
+            } else {
+                let p = who.partner.as_deref().unwrap_or_default();
+                let id: PartnerId = p.parse()?;
+                records.partner(&id)?.with_context(|| format!("no partner {p:?}"))?;
+                records.set_partner_status(&id, status, now)?;
+                println!("partner {p}: {status:?}");
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn parse_kind(kind: &str) -> Result<RecordKind> {
+    Ok(match kind {
+        "serials" => RecordKind::Serials,
+        "agreements" => RecordKind::Agreements,
+        "partners" => RecordKind::Partners,
+        other => bail!("unknown record kind {other:?}: expected serials, agreements or partners"),
+    })
+}
+
+fn parse_scope(scope: &str) -> Result<Scope> {
+    Ok(match scope {
+        "download" => Scope::Download,
+        "mirror" => Scope::Mirror,
+        other => bail!("unknown scope {other:?}: expected download or mirror"),
+    })
+}
+
+pub fn token(cmd: TokenCommand) -> Result<Outcome> {
+    match cmd {
+        TokenCommand::Issue { data, keys, who, scope, issuer, audience, lifetime } => {
+            let scope = parse_scope(&scope)?;
+            let request = if let Some(s) = &who.serial {
+                TokenRequest::Serial(s.parse()?)
+            } else if let Some(a) = &who.agreement {
+                TokenRequest::Agreement(a.parse()?)
+            } else {
+                TokenRequest::Partner { id: who.partner.as_deref().unwrap_or_default().parse()?, scope }
+            };
+            if scope == Scope::Mirror && !matches!(request, TokenRequest::Partner { .. }) {
+                bail!("mirror scope is for partners only");
+            }
+            let keyring = load_keyring(&keys)?;
+            let (_store, records) = open(&data.data, false)?;
+            let config = IssuerConfig { max_lifetime_s: lifetime, ..IssuerConfig::new(issuer, audience) };
+            let issued = Issuer::new(config, keyring)?.issue(&records, &request, UnixTime::now())?;
+            println!("{}", issued.token);
+        }
+        TokenCommand::Revoke { data, what } => {
+            let (_store, records) = open(&data.data, true)?;
+            let now = UnixTime::now();
+            if let Some(j) = &what.jti {
+                records.revoke_token(&Jti::new(j)?, now)?;
+                println!("revoked token {j}");
+            } else {
+                let s = what.subject.as_deref().unwrap_or_default();
+                let subject: Subject = s.parse()?;
+                records.revoke_subject(&subject, now)?;
+                println!("revoked every token of {s}");
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Loads `DIR/issuer.jwks`, refusing a file others can read.
+pub fn load_keyring(keys: &Path) -> Result<IssuerKeyring> {
+    let path = keys.join(ISSUER_KEYS);
+    let meta = std::fs::metadata(&path).with_context(|| {
+        format!(
+            "{}: no issuer keys; create them with `fwrepo keys rotate-issuer --keys {}`",
+            path.display(),
+            keys.display()
+        )
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("{} is readable by group or others; run `chmod 600 {}`", path.display(), path.display());
+    }
+    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    IssuerKeyring::from_bytes(&bytes).with_context(|| path.display().to_string())
+}
+
+/// Creates the issuer keyring, or adds a new signing key to it (old keys keep verifying).
+/// Prints the new key id.
+pub fn rotate_issuer(keys: &Path) -> Result<Outcome> {
+    let path = keys.join(ISSUER_KEYS);
+    let (keyring, kid) = if path.exists() {
+        let mut k = load_keyring(keys)?;
+        let kid = k.rotate()?;
+        (k, kid)
+    } else {
+        std::fs::create_dir_all(keys).with_context(|| keys.display().to_string())?;
+        let k = IssuerKeyring::generate()?;
+        let kid = k.signing_kid().clone();
+        (k, kid)
+    };
+    write_secret(&path, &keyring.to_bytes())?;
+    println!("{kid}");
+    Ok(Outcome::Ok)
+}
+
+/// Writes a secret file with mode 0600: temp file, fsync, rename, fsync the directory.
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| tmp.display().to_string())?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| dir.display().to_string())?;
+    Ok(())
+}

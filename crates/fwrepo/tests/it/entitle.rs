@@ -1,0 +1,144 @@
+//! Entitlement and token commands.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use fwrepo_entitle::{IssuerKeyring, Revocations, Scope, UnixTime, Verifier};
+
+use crate::{assert_one_line_error, fwrepo};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: String,
+    keys: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let keys = dir.path().join("keys").display().to_string();
+    assert!(fwrepo(&["init", "--data", &data]).status.success());
+    let out = fwrepo(&["keys", "rotate-issuer", "--keys", &keys]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let serials = dir.path().join("serials.csv");
+    std::fs::write(
+        &serials,
+        "serial,model,warranty_end\nCZ1234ABCD,ProLiant DL380 Gen10,2099-12-31\nCZ0000OLD1,ProLiant DL360 Gen9,2015-01-31\n",
+    )
+    .unwrap();
+    let partners = dir.path().join("partners.csv");
+    let cred = hex::encode(sha2_of(b"partner-secret"));
+    std::fs::write(
+        &partners,
+        format!("partner,name,level,status,models,may_mirror,credential_sha256\nP-1,Acme Service,authorized,active,ProLiant DL380 Gen10,true,{cred}\n"),
+    )
+    .unwrap();
+    let out =
+        fwrepo(&["entitlements", "import", "--data", &data, serials.to_str().unwrap(), partners.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Fixture { _dir: dir, data, keys }
+}
+
+fn sha2_of(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+fn keyring(keys: &str) -> IssuerKeyring {
+    IssuerKeyring::from_bytes(&std::fs::read(Path::new(keys).join("issuer.jwks")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_in_warranty_serial_gets_a_token_that_verifies_for_its_model_only() {
+    let f = fixture();
+    let out = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--serial", "CZ1234ABCD"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "the token alone on stdout");
+    let token = stdout.trim();
+    let v = Verifier::new(keyring(&f.keys).verifying_keys(), Revocations::new(), "fwrepo");
+    let claims = v.verify(token, UnixTime::now(), Scope::Download, &["ProLiant DL380 Gen10"]).unwrap();
+    assert_eq!(claims.sub.to_string(), "serial:CZ1234ABCD");
+    assert!(v.verify(token, UnixTime::now(), Scope::Download, &["ProLiant DL360 Gen9"]).is_err());
+    assert!(v.verify(token, UnixTime::now(), Scope::Mirror, &["ProLiant DL380 Gen10"]).is_err());
+}
+
+#[test]
+fn refusals_are_one_line_and_do_not_say_which_record_exists() {
+    let f = fixture();
+    let expired = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--serial", "CZ0000OLD1"]);
+    assert_one_line_error(&expired, "unknown or expired serial");
+    let unknown = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--serial", "NOSUCH0001"]);
+    assert_one_line_error(&unknown, "unknown or expired serial");
+    assert_eq!(expired.stderr, unknown.stderr, "an expired serial reads like an unknown one");
+    assert_one_line_error(
+        &fwrepo(&[
+            "token",
+            "issue",
+            "--data",
+            &f.data,
+            "--keys",
+            &f.keys,
+            "--serial",
+            "CZ1234ABCD",
+            "--scope",
+            "mirror",
+        ]),
+        "partners only",
+    );
+}
+
+#[test]
+fn a_revoked_partner_gets_no_token() {
+    let f = fixture();
+    let ok = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--partner", "P-1", "--scope", "mirror"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(fwrepo(&["entitlements", "revoke", "--data", &f.data, "--partner", "P-1"]).status.success());
+    let refused = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--partner", "P-1"]);
+    assert_one_line_error(&refused, "inactive partner");
+    let shown = fwrepo(&["entitlements", "show", "--data", &f.data, "--partner", "P-1"]);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["status"], "revoked");
+    assert!(!shown.stdout.windows(14).any(|w| w == b"partner-secret"), "credential shown in plain");
+}
+
+#[test]
+fn a_bad_import_row_is_named_and_nothing_is_applied() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("more.csv");
+    std::fs::write(&bad, "serial,model,warranty_end\nCZ9999NEW1,ProLiant DL20 Gen10,2099-01-01\nCZ9999NEW2,ProLiant DL20 Gen10,not-a-date\n").unwrap();
+    let out = fwrepo(&["entitlements", "import", "--data", &f.data, bad.to_str().unwrap()]);
+    assert_one_line_error(&out, "more.csv");
+    assert!(String::from_utf8_lossy(&out.stderr).contains('3'), "line number missing");
+    let listed = fwrepo(&["entitlements", "list", "--data", &f.data, "--csv", "serials"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("CZ9999NEW1"), "half a file was applied");
+}
+
+#[test]
+fn issuer_keys_readable_by_others_are_refused_and_rotation_keeps_old_keys() {
+    let f = fixture();
+    let path = Path::new(&f.keys).join("issuer.jwks");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let first = keyring(&f.keys).signing_kid().clone();
+    let out = fwrepo(&["keys", "rotate-issuer", "--keys", &f.keys]);
+    assert!(out.status.success());
+    let ring = keyring(&f.keys);
+    assert_ne!(ring.signing_kid(), &first);
+    assert!(ring.verifying_keys().contains(first.as_str()));
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_one_line_error(
+        &fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--serial", "CZ1234ABCD"]),
+        "chmod 600",
+    );
+}
+
+#[test]
+fn revoking_a_subject_is_recorded() {
+    let f = fixture();
+    assert!(fwrepo(&["token", "revoke", "--data", &f.data, "--subject", "serial:CZ1234ABCD"]).status.success());
+    let refused = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--serial", "CZ1234ABCD"]);
+    assert_one_line_error(&refused, "unknown or expired serial");
+    assert_one_line_error(&fwrepo(&["token", "revoke", "--data", &f.data, "--subject", "nobody"]), "");
+}
