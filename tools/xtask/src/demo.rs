@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, root};
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 

@@ -3,7 +3,10 @@
 //! Everything builds in the release profile: RocksDB is compiled from source and takes most of
 //! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
 
+mod dedup;
 mod demo;
+
+pub use demo::target_dir;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +20,7 @@ commands:
   test             setup, then rustfmt check, clippy (warnings denied) and every test
   demo             build fwrepo and walk through storing and reading firmware
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
+  bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   testdata         fetch real firmware pairs (Debian ovmf, grub-efi-amd64-bin) into
                    testdata/real/ and write the synthetic SPP series to testdata/synthetic/
@@ -42,6 +46,10 @@ fn run() -> Result<()> {
         ["bench", "ingest", rest @ ..] => {
             setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
+        }
+        ["bench", "dedup"] => {
+            setup()?;
+            dedup::run()
         }
         ["bench", "stages"] => {
             setup()?;
@@ -160,7 +168,7 @@ fn test() -> Result<()> {
 }
 
 /// Real firmware pairs: two updates of the same Debian firmware packages.
-const REAL: &[(&str, &str)] = &[
+pub const REAL: &[(&str, &str)] = &[
     ("ovmf", "2022.11-6+deb12u1"),
     ("ovmf", "2022.11-6+deb12u2"),
     ("grub-efi-amd64-bin", "2.06-13+deb12u1"),
