@@ -25,24 +25,28 @@ use sha2::{Digest as _, Sha256};
 use crate::chunk_index::ChunkIndex;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{BlobRecord, CF_BLOBS, CF_CHUNKS, ChunkLoc};
-use crate::{Digest, Store, Txn, Writer};
+use crate::{BlobInfo, Digest, Store, Txn, Writer};
 
 const BUFFER: usize = 8 << 20;
 const POOL: usize = 4;
 
-/// What ingesting one blob did.
+/// What ingesting one blob did: the blob's facts plus what this ingest added to the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IngestReport {
-    pub blob: Digest,
-    pub len: u64,
-    #[serde(with = "hex::serde")]
-    pub sha256: [u8; 32],
-    pub chunk_index: Digest,
-    pub chunks: usize,
+    #[serde(flatten)]
+    pub info: BlobInfo,
     /// Chunks this ingest stored (the rest were already in the store).
     pub new_chunks: usize,
     /// Chunk bytes this ingest stored.
     pub new_bytes: u64,
+}
+
+impl std::ops::Deref for IngestReport {
+    type Target = BlobInfo;
+
+    fn deref(&self) -> &BlobInfo {
+        &self.info
+    }
 }
 
 /// A filled input buffer and the chunks cut from it. `buf[..covered]` is exactly those chunks;
@@ -203,15 +207,8 @@ impl Store {
             batch.put_cf(chunks_cf, id.as_bytes(), loc.encode());
         }
         batch.put_cf(self.db.require_cf(CF_BLOBS)?, blob_hash.as_bytes(), record.encode());
-        let report = IngestReport {
-            blob: blob_hash,
-            len,
-            sha256: written.sha256,
-            chunk_index,
-            chunks: record.chunks.len(),
-            new_chunks: written.new_locs.len(),
-            new_bytes: written.new_bytes,
-        };
+        let info = BlobInfo { blob: blob_hash, len, sha256: written.sha256, chunk_index, chunks: record.chunks.len() };
+        let report = IngestReport { info, new_chunks: written.new_locs.len(), new_bytes: written.new_bytes };
         Ok((report, batch))
     }
 
