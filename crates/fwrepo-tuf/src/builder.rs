@@ -324,6 +324,21 @@ impl Repository {
         self.republish(all, ring, now, false)
     }
 
+    /// Adds targets, replacing any existing target of the same path, and publishes new
+    /// targets (or bins), snapshot and timestamp. For files whose content changes under a
+    /// fixed name (issuer keys, revocation lists); firmware paths use [`Self::add_targets`],
+    /// which refuses to change what a published path means.
+    pub fn upsert_targets(
+        &mut self,
+        new: impl IntoIterator<Item = (TargetPath, TargetFile)>,
+        ring: &[&SigningKey],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MetadataFile>> {
+        let mut all = self.all_targets();
+        all.extend(new);
+        self.republish(all, ring, now, false)
+    }
+
     /// Re-signs the timestamp, and every role that would otherwise expire within two timestamp
     /// periods (so clients never see a live timestamp over expired metadata). For a timer.
     pub fn refresh(&mut self, ring: &[&SigningKey], now: DateTime<Utc>) -> Result<Vec<MetadataFile>> {

@@ -2,6 +2,7 @@
 //! each failure as one line on stderr with a non-zero exit.
 
 mod entitle_cmd;
+mod repo_cmd;
 mod store_cmd;
 
 use std::io::Write;
@@ -19,8 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a new data dir.
-    Init(store_cmd::InitArgs),
+    /// Create a new data dir; with --keys, also signed version-1 metadata.
+    Init(repo_cmd::InitArgs),
     /// Store files as blobs (chunked, deduplicated) and print their ids.
     Ingest(store_cmd::IngestArgs),
     /// Write a blob (or a byte range of it) to stdout.
@@ -40,10 +41,21 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Publish an SPP release from its manifest (release.toml).
+    Publish(repo_cmd::PublishArgs),
+    /// Write a static TUF repository (metadata/ and targets/) for any HTTP server or CDN.
+    Export(repo_cmd::ExportArgs),
+    /// Re-sign the timestamp (and snapshot/targets near expiry); run from a timer.
+    Timestamp(repo_cmd::TimestampArgs),
+    /// Root key operations (need the offline root keys).
+    #[command(subcommand)]
+    Root(repo_cmd::RootCommand),
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// Write new TUF ed25519 signing keys (mode 0600) into a key directory.
+    Generate(repo_cmd::KeysGenerateArgs),
     /// Create the token issuer keyring (DIR/issuer.jwks), or add a new signing key to it; old
     /// keys keep verifying until removed. Prints the new key id.
     RotateIssuer {
@@ -66,12 +78,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init(a) => store_cmd::init(a),
+        Command::Init(a) => repo_cmd::init(a),
         Command::Ingest(a) => store_cmd::ingest(a),
         Command::Cat(a) => store_cmd::cat(a),
         Command::Fsck(a) => store_cmd::fsck(a),
         Command::Gc(a) => store_cmd::gc(a),
         Command::Stats(a) => store_cmd::stats(a),
+        Command::Keys(KeysCommand::Generate(a)) => repo_cmd::keys_generate(a),
+        Command::Publish(a) => repo_cmd::publish(a),
+        Command::Export(a) => repo_cmd::export(a),
+        Command::Timestamp(a) => repo_cmd::timestamp(a),
+        Command::Root(c) => repo_cmd::root(c),
         Command::Entitlements(c) => entitle_cmd::entitlements(c),
         Command::Token(c) => entitle_cmd::token(c),
         Command::Keys(KeysCommand::RotateIssuer { keys }) => entitle_cmd::rotate_issuer(&keys),

@@ -21,7 +21,7 @@ pub struct DataArgs {
 #[derive(clap::Args)]
 pub struct InitArgs {
     #[command(flatten)]
-    data: Data,
+    pub(crate) data: Data,
     /// Smallest chunk, in bytes (fixed for the life of the store).
     #[arg(long, default_value_t = ChunkerParams::default().min_size)]
     chunk_min: u32,
@@ -194,8 +194,14 @@ pub fn gc(a: GcArgs) -> Result<Outcome> {
             Some(set)
         }
     };
-    let store = Store::open(&a.data.data)?;
-    let report = store.gc(&GcOptions { roots, min_dead_fraction: a.min_dead_fraction })?;
+    // With signed metadata and no --roots, the live blobs are those current targets name:
+    // blobs left by a failed publish (or a bare `ingest`) are collected.
+    let repo = fwrepo_repo::Repo::open(&a.data.data)?;
+    let roots = match roots {
+        None if repo.has_metadata()? => Some(repo.live_blobs()?),
+        r => r,
+    };
+    let report = repo.store().gc(&GcOptions { roots, min_dead_fraction: a.min_dead_fraction })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

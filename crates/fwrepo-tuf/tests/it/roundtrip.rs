@@ -54,6 +54,39 @@ fn adding_the_same_target_twice_is_a_noop_and_a_different_one_conflicts() {
 }
 
 #[test]
+fn upsert_replaces_a_target_and_clients_see_the_new_content() {
+    let (keys, mut repo, mut server) = fresh_repo(Config::default());
+    let p = path("auth/issuers.json");
+    let v1 = TargetFile::describing(b"{\"keys\":[1]}", None);
+    server.publish(&repo.upsert_targets([(p.clone(), v1.clone())], &keys.ring(), t0()).unwrap());
+    let (other, _, other_file) = firmware("fw/rom.bin");
+    server.publish(&repo.add_targets([(other.clone(), other_file.clone())], &keys.ring(), t0()).unwrap());
+    let v2 = TargetFile::describing(b"{\"keys\":[1,2]}", None);
+    let before = repo.targets().signed.version;
+    server.publish(&repo.upsert_targets([(p.clone(), v2.clone())], &keys.ring(), t0()).unwrap());
+    assert_eq!(repo.targets().signed.version, before + 1);
+    let mut up = client(&root_v1(&server), t0());
+    refresh(&server, &mut up).unwrap();
+    assert_eq!(find(&server, &mut up, &p).unwrap().unwrap().file, v2);
+    // Other targets are untouched.
+    assert_eq!(find(&server, &mut up, &other).unwrap().unwrap().file, other_file);
+    // add_targets still refuses to change a published path.
+    let err = repo.add_targets([(p, v1)], &keys.ring(), t0()).unwrap_err();
+    assert!(matches!(err, fwrepo_tuf::Error::TargetConflict { .. }), "{err}");
+}
+
+#[test]
+fn failed_upsert_changes_nothing() {
+    let (keys, mut repo, _server) = fresh_repo(Config::default());
+    let before = repo.files();
+    let p = path("auth/revocations.json");
+    // Without the targets key the new targets file cannot be signed.
+    let ring: Vec<_> = keys.ring().into_iter().filter(|k| k.key_id() != keys.targets.key_id()).collect();
+    assert!(repo.upsert_targets([(p, TargetFile::describing(b"[]", None))], &ring, t0()).is_err());
+    assert_eq!(repo.files(), before);
+}
+
+#[test]
 fn publish_without_the_targets_key_changes_nothing() {
     let (keys, mut repo, _server) = fresh_repo(Config::default());
     let (p, _, f) = firmware("a.bin");

@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod entitle;
+mod repo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,135 @@
+//! The python-tuf interop step of `cargo xtask test`: publish with the `fwrepo` binary,
+//! export, and let python-tuf (in a venv under the target dir) verify the export and follow a
+//! root rotation. Prints `N passed, N failed`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root};
+
+/// python-tuf major version the interop is pinned to.
+const TUF_REQUIREMENT: &str = "tuf>=7,<8";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn venv() -> Result<PathBuf> {
+    let dir = target_dir().join("python-tuf-venv");
+    let python = dir.join("bin/python");
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    }
+    let have = Command::new(&python)
+        .args(["-c", "import tuf, sys; sys.exit(0 if tuf.__version__.startswith('7.') else 1)"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        run(Command::new(&python).args(["-m", "pip", "install", "-q", TUF_REQUIREMENT]))?;
+    }
+    Ok(python)
+}
+
+pub fn run_interop() -> Result<()> {
+    cargo(&["build", "--release", "-p", "fwrepo"], &[])?;
+    let python = venv()?;
+    let fwrepo = target_dir().join("release/fwrepo");
+    let work = target_dir().join("interop");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let (data, keys, export, meta) =
+        (work.join("data"), work.join("keys"), work.join("export"), work.join("client-metadata"));
+    let fw = |args: &[&dyn AsRef<std::ffi::OsStr>]| -> Result<String> {
+        let mut c = Command::new(&fwrepo);
+        for a in args {
+            c.arg(a);
+        }
+        run(&mut c)
+    };
+    let mut releases = fwrepo_synth::Series::new(fwrepo_synth::SeriesParams::small());
+    let mut publish = |n: usize| -> Result<String> {
+        let r = releases.next().context("series ended")?;
+        let dir = work.join(format!("release-{n}"));
+        r.write_to(&dir)?;
+        fw(&[&"publish", &"--data", &data, &"--keys", &keys, &dir.join("release.toml")])?;
+        Ok(format!("{}/{}", r.id, r.components[0].file))
+    };
+    fw(&[&"init", &"--data", &data, &"--keys", &keys])?;
+    let first = publish(1)?;
+    fw(&[&"export", &"--data", &data, &"--out", &export])?;
+    let trusted_root = work.join("trusted-root.json");
+    std::fs::copy(export.join("metadata/1.root.json"), &trusted_root)?;
+
+    let script = root().join("tools/interop/python_tuf_client.py");
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let mut client = |args: &[&str]| -> Result<()> {
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg("--repo")
+            .arg(&export)
+            .arg("--metadata-dir")
+            .arg(&meta)
+            .arg("--trusted-root")
+            .arg(&trusted_root)
+            .arg("--target-dir")
+            .arg(work.join("downloads"))
+            .args(args)
+            .output()
+            .context("running the python-tuf client")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        print!("{stdout}");
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        let p = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+        let f = stdout.lines().filter(|l| l.starts_with("FAIL ")).count();
+        passed += p;
+        // A crash before any check counts as a failure.
+        failed += if f == 0 && !out.status.success() { 1 } else { f };
+        Ok(())
+    };
+    client(&["--target", &first, "--expect-root-version", "1"])?;
+
+    // Rotate root to two new keys (threshold 2), publish again, re-export: python-tuf must
+    // follow the chain from its persisted root.
+    let new_keys = work.join("new-keys");
+    fw(&[&"keys", &"generate", &"--out", &new_keys, &"--role", &"root", &"--count", &"2"])?;
+    fw(&[&"root", &"rotate", &"--data", &data, &"--keys", &keys, &"--new-keys", &new_keys, &"--root-threshold", &"2"])?;
+    let second = publish(2)?;
+    fw(&[&"export", &"--data", &data, &"--out", &export])?;
+    client(&["--target", &first, "--target", &second, "--expect-root-version", "2"])?;
+
+    // Alter the bytes of a target in the export: the client must refuse it.
+    let tampered = find_target_file(&export.join("targets"), &second)?;
+    let mut bytes = std::fs::read(&tampered)?;
+    bytes[0] ^= 0xff;
+    std::fs::write(&tampered, bytes)?;
+    client(&["--tampered", &second])?;
+
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("python-tuf interop: {failed} failed");
+    }
+    Ok(())
+}
+
+/// The consistent-snapshot file `DIR/<sha256>.<name>` of target `path` under `targets`.
+fn find_target_file(targets: &Path, path: &str) -> Result<PathBuf> {
+    let (dir, name) = path.rsplit_once('/').context("target path has a directory")?;
+    let suffix = format!(".{name}");
+    std::fs::read_dir(targets.join(dir))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 64 + suffix.len() && n.ends_with(&suffix))
+        })
+        .with_context(|| format!("no exported file for target {path}"))
+}
