@@ -93,6 +93,29 @@ impl TokenCache {
 
     /// [`Verifier::authenticate`] through the cache.
     pub fn authenticate(&self, verifier: &Verifier, token: &str, now: UnixTime) -> Result<Arc<Claims>, Reject> {
+        self.authenticate_traced(verifier, token, now).0
+    }
+
+    /// [`TokenCache::authenticate`], also telling whether the signature check was skipped
+    /// because the token was cached (`true`), for a server's metrics.
+    pub fn authenticate_traced(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        now: UnixTime,
+    ) -> (Result<Arc<Claims>, Reject>, bool) {
+        let mut hit = false;
+        let result = self.authenticate_inner(verifier, token, now, &mut hit);
+        (result, hit)
+    }
+
+    fn authenticate_inner(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        now: UnixTime,
+        hit_out: &mut bool,
+    ) -> Result<Arc<Claims>, Reject> {
         // Hashing 8 KiB is cheap, but there is no reason to do it for a token we refuse anyway.
         if token.len() > MAX_TOKEN_LEN {
             return Err(Reject::TooLarge);
@@ -111,6 +134,7 @@ impl TokenCache {
             }
         };
         if let Some(entry) = hit {
+            *hit_out = true;
             if !verifier.trusts(&entry.kid, &entry.key) {
                 return Err(Reject::UnknownKey);
             }

@@ -1,6 +1,7 @@
 //! The error type of the crate.
 
 use crate::ids::Kid;
+#[cfg(feature = "store")]
 use crate::issue::Refusal;
 
 /// Errors of entitlement records, keys and issuance.
@@ -11,6 +12,7 @@ use crate::issue::Refusal;
 #[non_exhaustive]
 pub enum Error {
     /// The index database failed.
+    #[cfg(feature = "store")]
     #[error(transparent)]
     Db(#[from] fwrepo_db::Error),
     /// A stored record could not be decoded.
@@ -46,6 +48,7 @@ pub enum Error {
     /// The operating system could not supply random bytes.
     #[error("random source: {0}")]
     Random(String),
+    #[cfg(feature = "store")]
     /// Issuance was refused; the reason is safe to show to the requester.
     #[error("token refused: {0}")]
     Refused(Refusal),

@@ -22,10 +22,12 @@ pub mod cache;
 mod error;
 pub mod ids;
 pub mod import;
+#[cfg(feature = "store")]
 pub mod issue;
 pub mod keys;
 pub mod records;
 pub mod revocation;
+#[cfg(feature = "store")]
 pub mod store;
 mod time;
 pub mod token;
@@ -34,10 +36,12 @@ pub mod verify;
 pub use cache::TokenCache;
 pub use error::{Error, Result};
 pub use ids::{AgreementId, Jti, Kid, Level, Model, ModelSet, PartnerId, Serial, Subject};
+#[cfg(feature = "store")]
 pub use issue::{IssuedToken, Issuer, IssuerConfig, Refusal, TokenRequest};
 pub use keys::{IssuerKeyring, VerifyingKeys};
 pub use records::{Agreement, Partner, RecordKind, SerialRecord, Status};
 pub use revocation::Revocations;
+#[cfg(feature = "store")]
 pub use store::{COLUMN_FAMILIES, Entitlements, ImportSummary};
 pub use time::UnixTime;
 pub use token::{Claims, Scope};

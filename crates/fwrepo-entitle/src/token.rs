@@ -88,6 +88,8 @@ impl Claims {
 }
 
 /// Signs `claims` with `key` under `kid`: `b64(header).b64(claims).b64(signature)`.
+// Only issuance signs; a build without the `store` feature just verifies.
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 pub(crate) fn sign(key: &SigningKey, kid: &Kid, claims: &Claims) -> String {
     let header = Header { alg: ALG.to_owned(), typ: Some("JWT".to_owned()), kid: Some(kid.as_str().to_owned()) };
     let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));

@@ -5,6 +5,7 @@
 
 mod dedup;
 mod demo;
+mod interop;
 
 pub use demo::target_dir;
 
@@ -22,6 +23,10 @@ commands:
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
+  bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
+  interop          only the python-tuf interop step of `test`
+  fuzz [SECONDS]    run each fuzz target under fuzz/ for SECONDS (default 30); installs
+                   cargo-fuzz if missing
   testdata         fetch real firmware pairs (Debian ovmf, grub-efi-amd64-bin) into
                    testdata/real/ and write the synthetic SPP series to testdata/synthetic/
 ";
@@ -55,6 +60,12 @@ fn run() -> Result<()> {
             setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-stages"], &[])
         }
+        ["bench", "publish", rest @ ..] => {
+            setup()?;
+            cargo(&["run", "--release", "-p", "fwrepo-repo", "--example", "bench-publish", "--"], rest)
+        }
+        ["interop"] => interop::run_interop(),
+        ["fuzz", rest @ ..] => fuzz(rest),
         ["testdata"] => testdata(),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
@@ -164,6 +175,8 @@ fn test() -> Result<()> {
     cargo(&["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     step("tests");
     cargo(&["test", "--release", "--workspace"], &[])?;
+    step("python-tuf interop");
+    interop::run_interop()?;
     Ok(())
 }
 
@@ -221,6 +234,38 @@ fn testdata() -> Result<()> {
         release.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
         let bytes: usize = release.components.iter().map(|c| c.data.len()).sum();
         println!("{}: {} components, {} MiB", out.display(), release.components.len(), bytes >> 20);
+    }
+    Ok(())
+}
+
+/// Runs every fuzz target for a while. The targets build on stable Rust through
+/// RUSTC_BOOTSTRAP (cargo-fuzz passes nightly-only sanitizer flags), in their own target dir.
+fn fuzz(args: &[&str]) -> Result<()> {
+    let seconds: u32 = match args {
+        [] => 30,
+        [s] => s.parse().with_context(|| format!("SECONDS must be a whole number, got {s:?}"))?,
+        _ => bail!("usage: cargo xtask fuzz [SECONDS]"),
+    };
+    if !Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        step("install cargo-fuzz");
+        cargo(&["install", "cargo-fuzz", "--locked"], &[])?;
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("fuzz");
+    let fuzz_dir = root().join("fuzz");
+    let list = Command::new("cargo").args(["fuzz", "list"]).current_dir(&fuzz_dir).output()?;
+    let targets = String::from_utf8(list.stdout)?;
+    for t in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        step(&format!("fuzz {t} for {seconds} s"));
+        let status = Command::new("cargo")
+            .args(["fuzz", "run", "--release", t, "--", &format!("-max_total_time={seconds}")])
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &target)
+            .status()?;
+        if !status.success() {
+            bail!("fuzz target {t} failed; the crashing input is under fuzz/artifacts/{t}/");
+        }
     }
     Ok(())
 }
