@@ -93,7 +93,15 @@ impl Repo {
     }
 
     fn open_with(data: &Path, read_only: bool) -> Result<Repo> {
-        let store = Store::open_with(data, &OpenOptions { read_only, extra_column_families: column_families() })?;
+        Repo::open_with_families(data, read_only, &[])
+    }
+
+    /// Opens the data dir with the column families of other concerns too (entitlements), so
+    /// one open (one writer lock) serves a command that touches both.
+    pub fn open_with_families(data: &Path, read_only: bool, extra: &[&'static str]) -> Result<Repo> {
+        let mut cfs = column_families();
+        cfs.extend_from_slice(extra);
+        let store = Store::open_with(data, &OpenOptions { read_only, extra_column_families: cfs })?;
         let catalog = Catalog::new(Arc::clone(store.db()));
         Ok(Repo { store, catalog, config: fwrepo_tuf::Config::default() })
     }

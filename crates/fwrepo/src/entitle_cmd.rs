@@ -10,7 +10,8 @@ use fwrepo_entitle::{
     AgreementId, Entitlements, Issuer, IssuerConfig, IssuerKeyring, Jti, PartnerId, RecordKind, Scope, Serial, Status,
     Subject, TokenRequest, UnixTime,
 };
-use fwrepo_store::{OpenOptions, Store};
+use fwrepo_repo::Repo;
+use fwrepo_repo::keys::{Keyring, Role, check_outside};
 
 use crate::{Data, Outcome};
 
@@ -26,6 +27,9 @@ pub enum EntitlementsCommand {
     Import {
         #[command(flatten)]
         data: Data,
+        /// Online TUF keys: publish the resulting revocations at once.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -53,6 +57,9 @@ pub enum EntitlementsCommand {
         /// Suspend instead of revoke (a re-import with status active lifts either).
         #[arg(long)]
         suspend: bool,
+        /// Online TUF keys: publish the revocation at once.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
     },
 }
 
@@ -107,6 +114,9 @@ pub enum TokenCommand {
         data: Data,
         #[command(flatten)]
         what: JtiOrSubject,
+        /// Online TUF keys: publish the revocation at once.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
     },
 }
 
@@ -119,29 +129,102 @@ pub struct JtiOrSubject {
     subject: Option<String>,
 }
 
-fn open(data: &Path, write: bool) -> Result<(Store, Entitlements)> {
-    let opts = OpenOptions { read_only: !write, extra_column_families: fwrepo_entitle::COLUMN_FAMILIES.to_vec() };
-    let store = Store::open_with(data, &opts)?;
-    let records = Entitlements::new(store.db().clone());
-    Ok((store, records))
+/// Opens the data dir once for both the repository (to publish auth documents) and the
+/// entitlement records.
+fn open(data: &Path, write: bool) -> Result<(Repo, Entitlements)> {
+    let repo = Repo::open_with_families(data, !write, fwrepo_entitle::COLUMN_FAMILIES)?;
+    let records = Entitlements::new(repo.store().db().clone());
+    Ok((repo, records))
+}
+
+/// Paths of the signed targets through which mirrors learn issuer keys and revocations.
+pub const ISSUERS_TARGET: &str = "auth/issuers.json";
+pub const REVOCATIONS_TARGET: &str = "auth/revocations.json";
+
+/// Publishes `auth/revocations.json` (and `auth/issuers.json` when the keys dir holds the
+/// issuer keyring) as signed targets with the online keys in `keys`.
+fn publish_auth(repo: &Repo, records: &Entitlements, keys: &Path) -> Result<()> {
+    check_outside(keys, repo.store().dir())?;
+    let ring = Keyring::load(keys, &Role::ONLINE)?;
+    let revocations = records.revocations_json()?;
+    let issuers = match keys.join(ISSUER_KEYS).exists() {
+        true => Some(load_keyring(keys)?.public_jwks_bytes()),
+        false => None,
+    };
+    let mut files: Vec<(&str, &[u8])> = vec![(REVOCATIONS_TARGET, &revocations)];
+    if let Some(i) = &issuers {
+        files.push((ISSUERS_TARGET, i));
+    }
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    repo.publish_files(&files, &ring, keys, now)?;
+    for (path, _) in &files {
+        eprintln!("published {path}");
+    }
+    Ok(())
+}
+
+/// After a change mirrors must learn of: publish it when the data dir is a signed repository
+/// and keys are at hand, or say how to.
+fn after_change(repo: &Repo, records: &Entitlements, keys: Option<&Path>) -> Result<()> {
+    if !repo.has_metadata()? {
+        return Ok(());
+    }
+    match keys {
+        Some(k) => publish_auth(repo, records, k),
+        None => {
+            eprintln!(
+                "note: recorded here; mirrors learn it once published: `fwrepo auth publish --data {} --keys DIR`",
+                repo.store().dir().display()
+            );
+            Ok(())
+        }
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum AuthCommand {
+    /// Publish auth/issuers.json (public issuer keys) and auth/revocations.json as signed
+    /// targets, so mirrors verify tokens and learn revocations with TUF guarantees.
+    Publish {
+        #[command(flatten)]
+        data: Data,
+        /// Directory with the online TUF keys (targets, snapshot, timestamp) and issuer.jwks.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+    },
+}
+
+pub fn auth(cmd: AuthCommand) -> Result<Outcome> {
+    let AuthCommand::Publish { data, keys } = cmd;
+    let (repo, records) = open(&data.data, true)?;
+    if !repo.has_metadata()? {
+        bail!(
+            "{} has no signed metadata; create it with `fwrepo init --data {} --keys DIR`",
+            data.data.display(),
+            data.data.display()
+        );
+    }
+    publish_auth(&repo, &records, &keys)?;
+    Ok(Outcome::Ok)
 }
 
 pub fn entitlements(cmd: EntitlementsCommand) -> Result<Outcome> {
     match cmd {
-        EntitlementsCommand::Import { data, files } => {
+        EntitlementsCommand::Import { data, files, keys } => {
             // Read every file first, so an unreadable one changes nothing.
             let mut inputs = Vec::new();
             for f in &files {
                 inputs.push((f.display().to_string(), std::fs::read(f).with_context(|| f.display().to_string())?));
             }
-            let (_store, records) = open(&data.data, true)?;
+            let (repo, records) = open(&data.data, true)?;
             for (name, bytes) in inputs {
                 let s = records.import(&name, &bytes, UnixTime::now())?;
                 println!("{name}: {} created, {} updated, {} unchanged", s.created, s.updated, s.unchanged);
             }
+            after_change(&repo, &records, keys.as_deref())?;
         }
         EntitlementsCommand::List { data, csv } => {
-            let (_store, records) = open(&data.data, false)?;
+            let (_repo, records) = open(&data.data, false)?;
             let bytes = match csv {
                 None => records.export_json()?,
                 Some(kind) => records.export_csv(parse_kind(&kind)?)?,
@@ -153,7 +236,7 @@ pub fn entitlements(cmd: EntitlementsCommand) -> Result<Outcome> {
             }
         }
         EntitlementsCommand::Show { data, who } => {
-            let (_store, records) = open(&data.data, false)?;
+            let (_repo, records) = open(&data.data, false)?;
             let json = if let Some(s) = &who.serial {
                 let id: Serial = s.parse()?;
                 serde_json::to_string_pretty(&records.serial(&id)?.with_context(|| format!("no serial {s:?}"))?)?
@@ -167,9 +250,9 @@ pub fn entitlements(cmd: EntitlementsCommand) -> Result<Outcome> {
             };
             println!("{json}");
         }
-        EntitlementsCommand::Revoke { data, who, suspend } => {
+        EntitlementsCommand::Revoke { data, who, suspend, keys } => {
             let status = if suspend { Status::Suspended } else { Status::Revoked };
-            let (_store, records) = open(&data.data, true)?;
+            let (repo, records) = open(&data.data, true)?;
             let now = UnixTime::now();
             if let Some(a) = &who.agreement {
                 let id: AgreementId = a.parse()?;
@@ -183,6 +266,7 @@ pub fn entitlements(cmd: EntitlementsCommand) -> Result<Outcome> {
                 records.set_partner_status(&id, status, now)?;
                 println!("partner {p}: {status:?}");
             }
+            after_change(&repo, &records, keys.as_deref())?;
         }
     }
     Ok(Outcome::Ok)
@@ -220,13 +304,13 @@ pub fn token(cmd: TokenCommand) -> Result<Outcome> {
                 bail!("mirror scope is for partners only");
             }
             let keyring = load_keyring(&keys)?;
-            let (_store, records) = open(&data.data, false)?;
+            let (_repo, records) = open(&data.data, false)?;
             let config = IssuerConfig { max_lifetime_s: lifetime, ..IssuerConfig::new(issuer, audience) };
             let issued = Issuer::new(config, keyring)?.issue(&records, &request, UnixTime::now())?;
             println!("{}", issued.token);
         }
-        TokenCommand::Revoke { data, what } => {
-            let (_store, records) = open(&data.data, true)?;
+        TokenCommand::Revoke { data, what, keys } => {
+            let (repo, records) = open(&data.data, true)?;
             let now = UnixTime::now();
             if let Some(j) = &what.jti {
                 records.revoke_token(&Jti::new(j)?, now)?;
@@ -237,6 +321,7 @@ pub fn token(cmd: TokenCommand) -> Result<Outcome> {
                 records.revoke_subject(&subject, now)?;
                 println!("revoked every token of {s}");
             }
+            after_change(&repo, &records, keys.as_deref())?;
         }
     }
     Ok(Outcome::Ok)
@@ -261,7 +346,7 @@ pub fn load_keyring(keys: &Path) -> Result<IssuerKeyring> {
 
 /// Creates the issuer keyring, or adds a new signing key to it (old keys keep verifying).
 /// Prints the new key id.
-pub fn rotate_issuer(keys: &Path) -> Result<Outcome> {
+pub fn rotate_issuer(keys: &Path, data: Option<&Path>) -> Result<Outcome> {
     let path = keys.join(ISSUER_KEYS);
     let (keyring, kid) = if path.exists() {
         let mut k = load_keyring(keys)?;
@@ -273,8 +358,15 @@ pub fn rotate_issuer(keys: &Path) -> Result<Outcome> {
         let kid = k.signing_kid().clone();
         (k, kid)
     };
+    if let Some(data) = data {
+        check_outside(keys, data)?;
+    }
     write_secret(&path, &keyring.to_bytes())?;
     println!("{kid}");
+    if let Some(data) = data {
+        let (repo, records) = open(data, true)?;
+        after_change(&repo, &records, Some(keys))?;
+    }
     Ok(Outcome::Ok)
 }
 

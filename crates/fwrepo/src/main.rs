@@ -38,6 +38,9 @@ enum Command {
     /// Access tokens: issue and revoke.
     #[command(subcommand)]
     Token(entitle_cmd::TokenCommand),
+    /// Issuer keys and revocations as signed targets for mirrors.
+    #[command(subcommand)]
+    Auth(entitle_cmd::AuthCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -61,6 +64,10 @@ enum KeysCommand {
     RotateIssuer {
         #[arg(long, value_name = "DIR")]
         keys: PathBuf,
+        /// A signed repository to publish the new auth/issuers.json to, with the online keys
+        /// in the same keys dir.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
     },
 }
 
@@ -91,7 +98,8 @@ fn main() -> ExitCode {
         Command::Root(c) => repo_cmd::root(c),
         Command::Entitlements(c) => entitle_cmd::entitlements(c),
         Command::Token(c) => entitle_cmd::token(c),
-        Command::Keys(KeysCommand::RotateIssuer { keys }) => entitle_cmd::rotate_issuer(&keys),
+        Command::Auth(c) => entitle_cmd::auth(c),
+        Command::Keys(KeysCommand::RotateIssuer { keys, data }) => entitle_cmd::rotate_issuer(&keys, data.as_deref()),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

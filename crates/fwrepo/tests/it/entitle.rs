@@ -142,3 +142,56 @@ fn revoking_a_subject_is_recorded() {
     assert_one_line_error(&refused, "unknown or expired serial");
     assert_one_line_error(&fwrepo(&["token", "revoke", "--data", &f.data, "--subject", "nobody"]), "");
 }
+
+/// Reads the bytes of a published target through the signed metadata.
+fn published(data: &str, path: &str) -> Option<Vec<u8>> {
+    let repo = fwrepo_repo::Repo::open_read_only(Path::new(data)).unwrap();
+    let targets = repo.targets().unwrap();
+    let (_, t) = targets.iter().find(|(p, _)| p.as_str() == path)?;
+    let blob: fwrepo_store::Digest = t.custom.as_ref()?["blake3"].as_str()?.parse().ok()?;
+    let bytes = repo.store().read_all(&blob).unwrap().concat();
+    assert_eq!(bytes.len() as u64, t.length, "signed length of {path}");
+    Some(bytes)
+}
+
+#[test]
+fn issuer_keys_and_revocations_are_published_as_signed_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let keys = dir.path().join("keys").display().to_string();
+    assert!(fwrepo(&["keys", "generate", "--out", &keys]).status.success());
+    assert!(fwrepo(&["init", "--data", &data, "--keys", &keys]).status.success());
+    let out = fwrepo(&["keys", "rotate-issuer", "--keys", &keys, "--data", &data]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let issuers = published(&data, "auth/issuers.json").expect("issuers published");
+    assert_eq!(issuers, keyring(&keys).public_jwks_bytes());
+    assert!(!String::from_utf8_lossy(&issuers).contains("\"d\""), "a private key was published");
+    let empty = Revocations::from_json(&published(&data, "auth/revocations.json").unwrap()).unwrap();
+    assert!(empty.is_empty());
+
+    // Without keys the revocation is recorded and the operator is told how to publish it.
+    let out = fwrepo(&["token", "revoke", "--data", &data, "--subject", "serial:CZ1234ABCD"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fwrepo auth publish"));
+    let still = Revocations::from_json(&published(&data, "auth/revocations.json").unwrap()).unwrap();
+    assert!(still.is_empty(), "published without keys");
+
+    // With keys it is published at once.
+    let out = fwrepo(&["token", "revoke", "--data", &data, "--jti", "0123456789abcdef", "--keys", &keys]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let revs = Revocations::from_json(&published(&data, "auth/revocations.json").unwrap()).unwrap();
+    assert!(revs.is_token_revoked("0123456789abcdef"));
+    assert!(revs.is_subject_revoked(&"serial:CZ1234ABCD".parse().unwrap()));
+
+    // A rotated issuer key is published and the old one stays, so old tokens keep verifying.
+    let before = keyring(&keys).signing_kid().clone();
+    assert!(fwrepo(&["keys", "rotate-issuer", "--keys", &keys, "--data", &data]).status.success());
+    let jwks = fwrepo_entitle::VerifyingKeys::from_jwks(&published(&data, "auth/issuers.json").unwrap()).unwrap();
+    assert_eq!(jwks.len(), 2);
+    assert!(jwks.contains(before.as_str()));
+
+    // Publishing needs signed metadata.
+    let plain = dir.path().join("plain").display().to_string();
+    assert!(fwrepo(&["init", "--data", &plain]).status.success());
+    assert_one_line_error(&fwrepo(&["auth", "publish", "--data", &plain, "--keys", &keys]), "no signed metadata");
+}
