@@ -76,7 +76,7 @@ pub struct PublishReport {
 
 /// An open data dir with its store, catalog and signed metadata.
 pub struct Repo {
-    store: Store,
+    store: Arc<Store>,
     catalog: Catalog,
     config: fwrepo_tuf::Config,
 }
@@ -101,9 +101,15 @@ impl Repo {
     pub fn open_with_families(data: &Path, read_only: bool, extra: &[&'static str]) -> Result<Repo> {
         let mut cfs = column_families();
         cfs.extend_from_slice(extra);
-        let store = Store::open_with(data, &OpenOptions { read_only, extra_column_families: cfs })?;
+        let store = Arc::new(Store::open_with(data, &OpenOptions { read_only, extra_column_families: cfs })?);
+        Ok(Repo::over(store))
+    }
+
+    /// A repository over an already open store (opened with [`column_families`] among its
+    /// extra column families), sharing it with other users such as the server.
+    pub fn over(store: Arc<Store>) -> Repo {
         let catalog = Catalog::new(Arc::clone(store.db()));
-        Ok(Repo { store, catalog, config: fwrepo_tuf::Config::default() })
+        Repo { store, catalog, config: fwrepo_tuf::Config::default() }
     }
 
     /// Replaces the metadata builder settings (expiries, hashed-bin split size).
@@ -128,12 +134,7 @@ impl Repo {
 
     /// The stored metadata file `name` (consistent-snapshot name), if any.
     pub fn metadata_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let db = self.store.db();
-        let Some(cf) = db.cf(CF_METADATA) else { return Ok(None) };
-        match db.get(cf, name.as_bytes())? {
-            None => Ok(None),
-            Some(v) => Ok(Some(fwrepo_db::decode(CF_METADATA, FORMAT, &v)?.to_vec())),
-        }
+        read_metadata(self.store.db(), name)
     }
 
     fn require_file(&self, name: &str) -> Result<Vec<u8>> {
@@ -401,6 +402,17 @@ impl Repo {
     /// Every current target.
     pub fn targets(&self) -> Result<BTreeMap<TargetPath, TargetFile>> {
         Ok(self.load()?.all_targets())
+    }
+}
+
+/// The signed metadata file `name` (a consistent-snapshot name such as `3.snapshot.json`, or
+/// `timestamp.json`) from a data dir's index, for readers that hold the database but not a
+/// [`Repo`] (the server).
+pub fn read_metadata(db: &fwrepo_db::Db, name: &str) -> Result<Option<Vec<u8>>> {
+    let Some(cf) = db.cf(CF_METADATA) else { return Ok(None) };
+    match db.get(cf, name.as_bytes())? {
+        None => Ok(None),
+        Some(v) => Ok(Some(fwrepo_db::decode(CF_METADATA, FORMAT, &v)?.to_vec())),
     }
 }
 

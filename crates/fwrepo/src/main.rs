@@ -3,6 +3,7 @@
 
 mod entitle_cmd;
 mod repo_cmd;
+mod serve_cmd;
 mod store_cmd;
 
 use std::io::Write;
@@ -38,6 +39,8 @@ enum Command {
     /// Access tokens: issue and revoke.
     #[command(subcommand)]
     Token(entitle_cmd::TokenCommand),
+    /// Serve metadata, firmware (range requests, token-gated), the catalog and tokens over HTTP.
+    Serve(serve_cmd::ServeArgs),
     /// Issuer keys and revocations as signed targets for mirrors.
     #[command(subcommand)]
     Auth(entitle_cmd::AuthCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Entitlements(c) => entitle_cmd::entitlements(c),
         Command::Token(c) => entitle_cmd::token(c),
         Command::Auth(c) => entitle_cmd::auth(c),
+        Command::Serve(a) => serve_cmd::serve(a),
         Command::Keys(KeysCommand::RotateIssuer { keys, data }) => entitle_cmd::rotate_issuer(&keys, data.as_deref()),
     };
     match result {

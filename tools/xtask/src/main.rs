@@ -3,6 +3,7 @@
 //! Everything builds in the release profile: RocksDB is compiled from source and takes most of
 //! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
 
+mod bench_serve;
 mod dedup;
 mod demo;
 mod interop;
@@ -21,6 +22,7 @@ commands:
   test             setup, then rustfmt check, clippy (warnings denied) and every test
   demo             build fwrepo and walk through storing and reading firmware
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
+  bench serve      fwrepo against nginx on the same bytes (installs nginx, wrk; needs 2 cores)
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
@@ -51,6 +53,10 @@ fn run() -> Result<()> {
         ["bench", "ingest", rest @ ..] => {
             setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
+        }
+        ["bench", "serve"] => {
+            setup()?;
+            bench_serve::run_bench()
         }
         ["bench", "dedup"] => {
             setup()?;

@@ -4,6 +4,7 @@ mod cli;
 mod crash;
 mod entitle;
 mod repo;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

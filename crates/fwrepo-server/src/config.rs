@@ -1,0 +1,105 @@
+//! `ServerConfig`: everything an operator tunes about the server, read from TOML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Server settings. Every field has a default, so an empty file is a valid configuration;
+/// `deploy/fwrepo-server.toml` shows each one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Seconds a client has to send a request's complete header block (slowloris guard).
+    pub header_read_timeout_s: u64,
+    /// Largest request header block in bytes; larger ones are refused.
+    pub max_header_bytes: usize,
+    /// Seconds without any byte read or written after which a connection is closed.
+    pub idle_timeout_s: u64,
+    /// Most connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Seconds in-flight requests get to finish after shutdown is asked for; connections still
+    /// open then are cut.
+    pub shutdown_grace_s: u64,
+    /// Largest JSON request body (`/v1/catalog/plan`, `/v1/tokens`) in bytes.
+    pub max_json_body_bytes: usize,
+    /// Most HTTP/2 streams a client may open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Tokens whose signature check is cached.
+    pub token_cache_capacity: usize,
+    /// `max-age` in seconds of `timestamp.json` and other unversioned metadata. Versioned
+    /// metadata (`N.root.json`, `V.snapshot.json`, …) never changes and is cached for a year.
+    pub timestamp_max_age_s: u64,
+    /// Audit log of gated downloads (JSON lines); none when absent.
+    pub audit_log: Option<PathBuf>,
+    /// Size in bytes at which the audit log is rotated to `<file>.1`.
+    pub audit_log_max_bytes: u64,
+    /// Rotated audit logs kept (`<file>.1` … `<file>.N`); older ones are deleted.
+    pub audit_log_keep: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_read_timeout_s: 10,
+            max_header_bytes: 16 * 1024,
+            idle_timeout_s: 60,
+            max_connections: 4096,
+            shutdown_grace_s: 30,
+            max_json_body_bytes: 256 * 1024,
+            h2_max_concurrent_streams: 128,
+            token_cache_capacity: 100_000,
+            timestamp_max_age_s: 10,
+            audit_log: None,
+            audit_log_max_bytes: 64 << 20,
+            audit_log_keep: 8,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses TOML text (`origin` names the file in errors) and checks the values.
+    pub fn from_toml(origin: &str, text: &str) -> Result<ServerConfig, Error> {
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|e| Error::Config { origin: origin.to_owned(), reason: e.to_string() })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, origin: &str) -> Result<(), Error> {
+        let bad = |reason: &str| Err(Error::Config { origin: origin.to_owned(), reason: reason.to_owned() });
+        if self.header_read_timeout_s == 0 || self.idle_timeout_s == 0 {
+            return bad("timeouts must be at least one second");
+        }
+        // hyper refuses read buffers below 8 KiB.
+        if self.max_header_bytes < 8192 {
+            return bad("max_header_bytes must be at least 8192");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.audit_log.is_some() && self.audit_log_max_bytes < 4096 {
+            return bad("audit_log_max_bytes must be at least 4096");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_s)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+}

@@ -1,0 +1,142 @@
+//! The crate's error type, and the one place where a failed request becomes an HTTP response.
+//!
+//! Handlers return [`ApiError`]; [`ApiError::into_response`] is the only code that chooses a
+//! status for a failure and the only code that writes an error body. Internal failures are
+//! logged with their details and answered with a bare 500: callers never see paths, record
+//! contents or anything about objects they may not see.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use fwrepo_entitle::Refusal;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// Errors of starting and running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{origin}: invalid server config: {reason}")]
+    Config { origin: String, reason: String },
+    #[error("cannot listen on {addr}: the address is already in use (is another fwrepo serve or web server running?)")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata directory {path}: {source}")]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] fwrepo_store::Error),
+}
+
+/// Why a request failed, as far as the caller may know.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No usable credentials: 401 with a `WWW-Authenticate` challenge.
+    Unauthenticated,
+    /// Valid credentials that do not cover this object (or an object the caller may not learn
+    /// about): 403.
+    Forbidden,
+    /// Token issuance refused; the reason is safe to show.
+    Refused(Refusal),
+    NotFound,
+    MethodNotAllowed(&'static str),
+    BadRequest(String),
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    /// 416 for a representation of this length.
+    RangeNotSatisfiable(u64),
+    /// Something broke on our side; the text is logged, never sent.
+    Internal(String),
+}
+
+impl ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response for this failure. `head` drops the body but keeps its length.
+    pub(crate) fn into_response(self, head: bool) -> Response<Body> {
+        let status = self.status();
+        let (code, detail): (&str, Option<String>) = match &self {
+            ApiError::Unauthenticated => ("invalid_token", None),
+            ApiError::Forbidden => ("forbidden", None),
+            ApiError::Refused(r) => ("refused", Some(r.as_str().to_owned())),
+            ApiError::NotFound => ("not_found", None),
+            ApiError::MethodNotAllowed(_) => ("method_not_allowed", None),
+            ApiError::BadRequest(reason) => ("bad_request", Some(reason.clone())),
+            ApiError::PayloadTooLarge => ("payload_too_large", None),
+            ApiError::UnsupportedMediaType => ("unsupported_media_type", Some("expected application/json".into())),
+            ApiError::RangeNotSatisfiable(_) => ("range_not_satisfiable", None),
+            ApiError::Internal(what) => {
+                tracing::error!(error = %what, "request failed");
+                ("internal", None)
+            }
+        };
+        let mut json = serde_json::json!({ "error": code });
+        if let Some(d) = detail {
+            json["reason"] = serde_json::Value::String(d);
+        }
+        let mut bytes = serde_json::to_vec(&json).expect("json serializes");
+        bytes.push(b'\n');
+        let len = bytes.len();
+        let mut resp = Response::new(if head { Body::empty() } else { Body::full(Bytes::from(bytes)) });
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ApiError::Unauthenticated => {
+                // One challenge for every kind of bad token: the reason is counted in metrics,
+                // not told to the caller.
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RangeNotSatisfiable(blob_len) => {
+                let v = crate::range::unsatisfied_range(blob_len);
+                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&v).expect("ascii"));
+                h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<fwrepo_store::Error> for ApiError {
+    fn from(e: fwrepo_store::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}

@@ -1,0 +1,52 @@
+//! The fwrepo HTTP server: public signed metadata, token-gated range downloads from the
+//! store's mapped packs, the catalog API, token issuance, health and metrics.
+//!
+//! The binary builds a [`ServerConfig`] and a [`ServerState`] and calls [`serve`] with a
+//! future that completes on SIGTERM/SIGINT:
+//!
+//! ```no_run
+//! # async fn run(
+//! #     store: std::sync::Arc<fwrepo_store::Store>,
+//! #     verifier: fwrepo_entitle::Verifier,
+//! #     stop: tokio::sync::oneshot::Receiver<()>,
+//! # ) -> Result<(), fwrepo_server::Error> {
+//! use std::sync::Arc;
+//! use fwrepo_server::{DirMetadata, ServerConfig, ServerState, serve};
+//! let config = ServerConfig::default();
+//! let metadata = Arc::new(DirMetadata::new("repo/metadata")?);
+//! let state = Arc::new(ServerState::new(&config, store, metadata, verifier)?);
+//! // `stop` fires on SIGTERM/SIGINT in the binary.
+//! serve(config, state, async { let _ = stop.await; }).await
+//! # }
+//! ```
+//!
+//! | route | access |
+//! |---|---|
+//! | `GET/HEAD /metadata/<name>.json` | public, never 403 |
+//! | `GET/HEAD /targets/<dir>/<sha256>.<name>`, `/v1/blobs/<blake3>` | bearer token, `Range` |
+//! | `GET/HEAD /v1/blobs/<blake3>/chunks` | bearer token |
+//! | `GET /v1/catalog/models`, `/v1/catalog/models/<model>`, `/v1/catalog/releases/<id>` | public |
+//! | `POST /v1/catalog/plan` | public |
+//! | `POST /v1/tokens` | public (origin role only) |
+//! | `GET /healthz`, `/readyz`, `/metrics` | public |
+//!
+//! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
+//! download gate), `error` (the one error → response mapping), `server` (listener,
+//! connections, timeouts, shutdown), `body` (zero-copy body), [`metrics`], `audit`.
+
+mod audit;
+mod body;
+mod config;
+mod error;
+pub mod metrics;
+pub mod range;
+mod server;
+mod service;
+mod state;
+
+pub use audit::{AuditLog, AuditRecord};
+pub use body::Body;
+pub use config::ServerConfig;
+pub use error::Error;
+pub use server::{Bound, bind, serve};
+pub use state::{DirMetadata, MetadataSource, ServerState, column_families};

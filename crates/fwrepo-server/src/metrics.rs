@@ -1,0 +1,203 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+//!
+//! Every label set is fixed at compile time (routes, a list of statuses, token reject
+//! reasons), so the counters are plain atomics in arrays: no lock and no allocation on the
+//! request path, and no label a caller can make up.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use fwrepo_entitle::Reject;
+
+/// What a request was for, as a metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Metadata,
+    Targets,
+    Blobs,
+    Chunks,
+    CatalogModels,
+    CatalogModel,
+    CatalogRelease,
+    CatalogPlan,
+    Tokens,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 13] = [
+        Route::Metadata,
+        Route::Targets,
+        Route::Blobs,
+        Route::Chunks,
+        Route::CatalogModels,
+        Route::CatalogModel,
+        Route::CatalogRelease,
+        Route::CatalogPlan,
+        Route::Tokens,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Metadata => "metadata",
+            Route::Targets => "targets",
+            Route::Blobs => "blobs",
+            Route::Chunks => "chunks",
+            Route::CatalogModels => "catalog_models",
+            Route::CatalogModel => "catalog_model",
+            Route::CatalogRelease => "catalog_release",
+            Route::CatalogPlan => "catalog_plan",
+            Route::Tokens => "tokens",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Statuses counted separately; anything else is counted as `other`.
+const STATUSES: [u16; 16] = [200, 204, 206, 304, 400, 401, 403, 404, 405, 413, 415, 416, 431, 500, 503, 0];
+
+fn status_slot(status: u16) -> usize {
+    STATUSES[..STATUSES.len() - 1].iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
+}
+
+const ROUTES: usize = Route::ALL.len();
+const REASONS: usize = Reject::ALL.len() + 1;
+
+/// The server's counters.
+pub struct Metrics {
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES],
+    bytes_sent: AtomicU64,
+    verifications_cached: AtomicU64,
+    verifications_uncached: AtomicU64,
+    /// By [`Reject`] reason, plus one slot for a missing or non-Bearer `Authorization`.
+    auth_failures: [AtomicU64; REASONS],
+    open_connections: AtomicI64,
+    connections_total: AtomicU64,
+    audit_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            bytes_sent: AtomicU64::new(0),
+            verifications_cached: AtomicU64::new(0),
+            verifications_uncached: AtomicU64::new(0),
+            auth_failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            open_connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            audit_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, route: Route, status: u16) {
+        self.requests[route as usize][status_slot(status)].fetch_add(1, Relaxed);
+    }
+
+    pub fn add_bytes_sent(&self, n: u64) {
+        if n > 0 {
+            self.bytes_sent.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn token_verification(&self, cached: bool) {
+        if cached { &self.verifications_cached } else { &self.verifications_uncached }.fetch_add(1, Relaxed);
+    }
+
+    /// An authentication failure; `None` for a request without a bearer token.
+    pub fn auth_failure(&self, reason: Option<Reject>) {
+        let slot = match reason {
+            Some(r) => Reject::ALL.iter().position(|&x| x == r).unwrap_or(REASONS - 1),
+            None => REASONS - 1,
+        };
+        self.auth_failures[slot].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Relaxed);
+        self.connections_total.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Relaxed);
+    }
+
+    pub fn audit_error(&self) {
+        self.audit_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Current number of open connections.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Relaxed)
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP fwrepo_http_requests_total HTTP requests answered, by route and status.\n");
+        out.push_str("# TYPE fwrepo_http_requests_total counter\n");
+        for route in Route::ALL {
+            for (i, status) in STATUSES.iter().enumerate() {
+                let n = self.requests[route as usize][i].load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = if *status == 0 { "other".to_owned() } else { status.to_string() };
+                let _ =
+                    writeln!(out, "fwrepo_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", route.as_str());
+            }
+        }
+        out.push_str("# HELP fwrepo_http_response_body_bytes_total Response body bytes handed to connections.\n");
+        out.push_str("# TYPE fwrepo_http_response_body_bytes_total counter\n");
+        let _ = writeln!(out, "fwrepo_http_response_body_bytes_total {}", self.bytes_sent.load(Relaxed));
+        out.push_str("# HELP fwrepo_token_verifications_total Bearer tokens checked, by whether the signature check was cached.\n");
+        out.push_str("# TYPE fwrepo_token_verifications_total counter\n");
+        let _ = writeln!(
+            out,
+            "fwrepo_token_verifications_total{{cache=\"hit\"}} {}",
+            self.verifications_cached.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "fwrepo_token_verifications_total{{cache=\"miss\"}} {}",
+            self.verifications_uncached.load(Relaxed)
+        );
+        out.push_str("# HELP fwrepo_auth_failures_total Requests refused for their credentials, by reason.\n");
+        out.push_str("# TYPE fwrepo_auth_failures_total counter\n");
+        for (i, r) in Reject::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "fwrepo_auth_failures_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.auth_failures[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "fwrepo_auth_failures_total{{reason=\"missing_token\"}} {}",
+            self.auth_failures[REASONS - 1].load(Relaxed)
+        );
+        out.push_str("# HELP fwrepo_open_connections Connections open now.\n");
+        out.push_str("# TYPE fwrepo_open_connections gauge\n");
+        let _ = writeln!(out, "fwrepo_open_connections {}", self.open_connections.load(Relaxed));
+        out.push_str("# HELP fwrepo_connections_total Connections accepted.\n");
+        out.push_str("# TYPE fwrepo_connections_total counter\n");
+        let _ = writeln!(out, "fwrepo_connections_total {}", self.connections_total.load(Relaxed));
+        out.push_str("# HELP fwrepo_audit_errors_total Audit records that could not be written.\n");
+        out.push_str("# TYPE fwrepo_audit_errors_total counter\n");
+        let _ = writeln!(out, "fwrepo_audit_errors_total {}", self.audit_errors.load(Relaxed));
+        out
+    }
+}

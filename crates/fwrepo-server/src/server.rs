@@ -1,0 +1,262 @@
+//! The listener and the connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, the
+//! connection cap, timeouts, and graceful shutdown.
+//!
+//! * **Connection cap**: a permit is taken *before* `accept`, so clients beyond the cap wait
+//!   in the kernel's backlog instead of being accepted and dropped.
+//! * **Header read timeout** and **max header size**: hyper's, per HTTP/1 request; HTTP/2
+//!   gets the header-list limit.
+//! * **Idle timeout**: the socket is wrapped so every successful read or write stamps the
+//!   time; a connection whose stamp is older than the timeout is closed.
+//! * **Shutdown**: when the caller's future completes, the listener closes, `/readyz` turns
+//!   503, every connection is told to finish its in-flight requests and close (HTTP/1 after
+//!   the current response, HTTP/2 with GOAWAY), and connections still open after the grace
+//!   period are cut.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::service::handle;
+use crate::state::ServerState;
+
+/// A bound listener, not yet serving: lets a caller learn the port before it starts.
+pub struct Bound {
+    listener: TcpListener,
+    config: ServerConfig,
+}
+
+/// Binds `config.listen`. A taken port is [`Error::AddrInUse`], with a message that says so.
+pub async fn bind(config: ServerConfig) -> Result<Bound, Error> {
+    let addr = config.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse { addr },
+        _ => Error::Bind { addr, source },
+    })?;
+    Ok(Bound { listener, config })
+}
+
+/// Binds `config.listen` and serves until `shutdown` completes, then drains (see the module
+/// docs). Returns once every connection is closed.
+pub async fn serve(
+    config: ServerConfig,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    bind(config).await?.run(state, shutdown).await
+}
+
+impl Bound {
+    /// The address actually bound (the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, state: Arc<ServerState>, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Bound { listener, config } = self;
+        let builder = Arc::new(builder(&config));
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tracing::info!(addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?, "serving");
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                p = Arc::clone(&permits).acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (stream, _peer) = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while tasks.try_join_next().is_some() {}
+            let conn = Conn {
+                state: Arc::clone(&state),
+                builder: Arc::clone(&builder),
+                stop: stop_rx.clone(),
+                idle: config.idle_timeout(),
+            };
+            tasks.spawn(async move {
+                conn.run(stream).await;
+                drop(permit);
+            });
+        }
+
+        state.set_ready(false);
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let open = tasks.len();
+        if open > 0 {
+            tracing::info!(connections = open, "draining");
+        }
+        let drained =
+            tokio::time::timeout(config.shutdown_grace(), async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(connections = tasks.len(), "shutdown grace period over; cutting connections");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout())
+        .max_buf_size(config.max_header_bytes)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+struct Conn {
+    state: Arc<ServerState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
+}
+
+impl Conn {
+    async fn run(mut self, stream: TcpStream) {
+        let metrics_state = Arc::clone(&self.state);
+        metrics_state.metrics().connection_opened();
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Stamped { inner: stream, activity: Arc::clone(&activity) });
+        let state = Arc::clone(&self.state);
+        let svc = service_fn(move |req| handle(Arc::clone(&state), req));
+        let conn = self.builder.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut draining = *self.stop.borrow();
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        let mut tick = tokio::time::interval((self.idle / 4).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                changed = self.stop.changed(), if !draining => {
+                    if changed.is_err() || *self.stop.borrow() {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tick.tick() => {
+                    if activity.idle_for() > self.idle {
+                        tracing::debug!("closing idle connection");
+                        break;
+                    }
+                }
+            }
+        }
+        metrics_state.metrics().connection_closed();
+    }
+}
+
+/// The last time a connection moved a byte, in milliseconds since it opened.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A socket that stamps [`Activity`] on every read or write that moved bytes.
+struct Stamped {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Stamped {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Stamped {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

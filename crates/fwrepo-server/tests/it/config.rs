@@ -1,0 +1,23 @@
+//! The example config parses, and bad configs are refused with the file named.
+
+use fwrepo_server::ServerConfig;
+
+#[test]
+fn example_config_parses_and_matches_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/fwrepo-server.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = ServerConfig::from_toml(path, &text).unwrap();
+    // The example sets every key; all but the audit log are the defaults.
+    let expected = ServerConfig { audit_log: Some("/var/log/fwrepo/audit.jsonl".into()), ..ServerConfig::default() };
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn unknown_keys_and_nonsense_values_are_refused() {
+    let err = ServerConfig::from_toml("x.toml", "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+    assert!(err.to_string().contains("x.toml"), "{err}");
+    assert!(err.to_string().contains("listen_port"), "{err}");
+    assert!(ServerConfig::from_toml("x.toml", "max_header_bytes = 100").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "idle_timeout_s = 0").is_err());
+    assert_eq!(ServerConfig::from_toml("x.toml", "").unwrap(), ServerConfig::default());
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the server, run against a real listener on 127.0.0.1:0.
+
+mod auth;
+mod config;
+mod downloads;
+mod range_table;
+mod routes;
+mod server;
+mod support;
