@@ -20,11 +20,20 @@ const BLOB_LEN: usize = 8 << 20;
 const MODEL: &str = "ProLiant DL380 Gen10";
 const SECONDS: u32 = 10;
 
-/// Kills the child when dropped, so a failed run leaves no server behind.
+/// Stops the child when dropped, so no run leaves a server behind: SIGTERM first (nginx's
+/// master then takes its worker down with it), SIGKILL if it lingers.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -207,7 +216,7 @@ fn bench(bin: &Path, tmp: &Path) -> Result<()> {
         &conf,
         format!(
             "worker_processes 1;\ndaemon off;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  max_ranges 64;\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  open_file_cache max=1024;\n  keepalive_requests 1000000;\n  max_ranges 64;\n\
              client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t}; uwsgi_temp_path {t}; scgi_temp_path {t};\n\
              server {{\n    listen 127.0.0.1:{nginx_port};\n    root {root};\n  }}\n}}\n",
             pid = tmp.join("nginx.pid").display(),

@@ -23,6 +23,7 @@ commands:
   demo             build fwrepo and walk through storing and reading firmware
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
   bench serve      fwrepo against nginx on the same bytes (installs nginx, wrk; needs 2 cores)
+  bench tokens     token verifications per second on one core, uncached and cached
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
@@ -57,6 +58,10 @@ fn run() -> Result<()> {
         ["bench", "serve"] => {
             setup()?;
             bench_serve::run_bench()
+        }
+        ["bench", "tokens", rest @ ..] => {
+            setup()?;
+            cargo(&["run", "--release", "-p", "fwrepo-entitle", "--example", "bench-tokens", "--"], rest)
         }
         ["bench", "dedup"] => {
             setup()?;
