@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""python-tuf client against an `fwrepo export` directory, for `cargo xtask test`.
+"""python-tuf client against an `fwrepo export` directory or a running `fwrepo serve`, for
+`cargo xtask test`.
 
-Serves the export over HTTP on 127.0.0.1 (port chosen by the kernel, in a thread of this
-process), refreshes with tuf.ngclient.Updater from a trusted root, downloads targets and checks
+With --repo it serves the export over HTTP on 127.0.0.1 (port chosen by the kernel, in a thread
+of this process); with --server it talks to fwrepo itself, sending --token as a bearer token
+through a custom fetcher. It refreshes with tuf.ngclient.Updater from a trusted root, downloads targets and checks
 them. Prints one `PASS name` or `FAIL name: reason` line per check; exits 1 if any failed.
 The metadata dir persists between runs, so a second run follows root rotations.
 """
@@ -15,13 +17,42 @@ import json
 import os
 import sys
 import threading
+import urllib.error
+import urllib.request
 
-from tuf.ngclient import Updater
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.ngclient import FetcherInterface, Updater
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+class BearerFetcher(FetcherInterface):
+    """Fetches with the standard library, adding `Authorization: Bearer` when given a token:
+    fwrepo serves metadata to anyone but target bytes only to entitled clients."""
+
+    def __init__(self, token=None, timeout=30):
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = timeout
+
+    def _fetch(self, url):
+        request = urllib.request.Request(url, headers=self.headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            raise DownloadHTTPError(f"HTTP error {e.code} for {url}", e.code) from e
+        return self._chunks(response)
+
+    @staticmethod
+    def _chunks(response):
+        with response:
+            while True:
+                chunk = response.read(65536)
+                if not chunk:
+                    return
+                yield chunk
 
 
 def serve(directory):
@@ -33,7 +64,10 @@ def serve(directory):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repo", required=True, help="fwrepo export directory")
+    ap.add_argument("--repo", help="fwrepo export directory, served here over HTTP")
+    ap.add_argument("--server", help="base URL of a running `fwrepo serve` instead of --repo")
+    ap.add_argument("--token", help="bearer token sent with every request (gated targets)")
+    ap.add_argument("--denied", action="append", default=[], help="target path whose download must get HTTP 401")
     ap.add_argument("--metadata-dir", required=True, help="client's trusted metadata (persisted)")
     ap.add_argument("--trusted-root", help="bootstrap root.json when the metadata dir has none")
     ap.add_argument("--target-dir", required=True)
@@ -63,14 +97,19 @@ def main():
         with open(args.trusted_root, "rb") as f:
             bootstrap = f.read()
 
-    server = serve(args.repo)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server = None
+    if args.server:
+        base = args.server.rstrip("/")
+    else:
+        server = serve(args.repo)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
     updater = Updater(
         metadata_dir=args.metadata_dir,
         metadata_base_url=f"{base}/metadata/",
         target_dir=args.target_dir,
         target_base_url=f"{base}/targets/",
         bootstrap=bootstrap,
+        fetcher=BearerFetcher(args.token),
     )
     check("refresh", updater.refresh)
 
@@ -109,7 +148,22 @@ def main():
             raise AssertionError("tampered target was accepted")
         check(f"refuse tampered {path}", refuse)
 
-    server.shutdown()
+    for path in args.denied:
+        def denied(path=path):
+            info = updater.get_targetinfo(path)
+            if info is None:
+                raise AssertionError("not found in signed targets")
+            try:
+                updater.download_target(info, os.path.join(args.target_dir, "denied_" + path.replace("/", "_")))
+            except DownloadHTTPError as e:
+                if e.status_code != 401:
+                    raise AssertionError(f"expected HTTP 401, got {e.status_code}") from e
+                return
+            raise AssertionError("download without a token succeeded")
+        check(f"denied without token {path}", denied)
+
+    if server is not None:
+        server.shutdown()
     return 0 if all(results) else 1
 
 

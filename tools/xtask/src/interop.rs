@@ -57,15 +57,15 @@ pub fn run_interop() -> Result<()> {
         run(&mut c)
     };
     let mut releases = fwrepo_synth::Series::new(fwrepo_synth::SeriesParams::small());
-    let mut publish = |n: usize| -> Result<String> {
+    let mut publish = |n: usize| -> Result<(String, String)> {
         let r = releases.next().context("series ended")?;
         let dir = work.join(format!("release-{n}"));
         r.write_to(&dir)?;
         fw(&[&"publish", &"--data", &data, &"--keys", &keys, &dir.join("release.toml")])?;
-        Ok(format!("{}/{}", r.id, r.components[0].file))
+        Ok((format!("{}/{}", r.id, r.components[0].file), r.components[0].models[0].clone()))
     };
     fw(&[&"init", &"--data", &data, &"--keys", &keys])?;
-    let first = publish(1)?;
+    let (first, _) = publish(1)?;
     fw(&[&"export", &"--data", &data, &"--out", &export])?;
     let trusted_root = work.join("trusted-root.json");
     std::fs::copy(export.join("metadata/1.root.json"), &trusted_root)?;
@@ -73,12 +73,17 @@ pub fn run_interop() -> Result<()> {
     let script = root().join("tools/interop/python_tuf_client.py");
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut client = |args: &[&str]| -> Result<()> {
+        // Runs against the export unless the call names a server; each source keeps its own
+        // trusted metadata.
+        let (source, metadata): (Vec<&std::ffi::OsStr>, PathBuf) = match args.iter().position(|a| *a == "--server") {
+            Some(_) => (vec![], work.join("server-client-metadata")),
+            None => (vec!["--repo".as_ref(), export.as_os_str()], meta.clone()),
+        };
         let out = Command::new(&python)
             .arg(&script)
-            .arg("--repo")
-            .arg(&export)
+            .args(&source)
             .arg("--metadata-dir")
-            .arg(&meta)
+            .arg(&metadata)
             .arg("--trusted-root")
             .arg(&trusted_root)
             .arg("--target-dir")
@@ -103,7 +108,7 @@ pub fn run_interop() -> Result<()> {
     let new_keys = work.join("new-keys");
     fw(&[&"keys", &"generate", &"--out", &new_keys, &"--role", &"root", &"--count", &"2"])?;
     fw(&[&"root", &"rotate", &"--data", &data, &"--keys", &keys, &"--new-keys", &new_keys, &"--root-threshold", &"2"])?;
-    let second = publish(2)?;
+    let (second, model) = publish(2)?;
     fw(&[&"export", &"--data", &data, &"--out", &export])?;
     client(&["--target", &first, "--target", &second, "--expect-root-version", "2"])?;
 
@@ -113,6 +118,37 @@ pub fn run_interop() -> Result<()> {
     bytes[0] ^= 0xff;
     std::fs::write(&tampered, bytes)?;
     client(&["--tampered", &second])?;
+
+    // The same through `fwrepo serve`: python-tuf walks the root chain from v1 against the
+    // server, downloads a gated target with a bearer token, and is refused (401) without one.
+    fw(&[&"keys", &"rotate-issuer", &"--keys", &keys])?;
+    let serials = work.join("serials.csv");
+    std::fs::write(&serials, format!("serial,model,warranty_end\nINTEROP001,{model},2099-12-31\n"))?;
+    fw(&[&"entitlements", &"import", &"--data", &data, &serials])?;
+    let token = fw(&[&"token", &"issue", &"--data", &data, &"--keys", &keys, &"--serial", &"INTEROP001"])?;
+    let mut server = Command::new(&fwrepo)
+        .arg("serve")
+        .arg("--data")
+        .arg(&data)
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
+        &mut line,
+    )?;
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    let served = (|| {
+        client(&["--server", &url, "--token", token.trim(), "--target", &second, "--expect-root-version", "2"])?;
+        client(&["--server", &url, "--denied", &second])
+    })();
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let _ = server.wait();
+    served?;
 
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
