@@ -41,6 +41,12 @@ pub struct ServerConfig {
     pub audit_log_max_bytes: u64,
     /// Rotated audit logs kept (`<file>.1` … `<file>.N`); older ones are deleted.
     pub audit_log_keep: usize,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; ALPN offers `h2` and
+    /// `http/1.1`. Set together with `tls_key`; plain HTTP when both are absent.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of `tls_cert`. Refused when group or others may
+    /// access the file.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +65,8 @@ impl Default for ServerConfig {
             audit_log: None,
             audit_log_max_bytes: 64 << 20,
             audit_log_keep: 8,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -87,6 +95,9 @@ impl ServerConfig {
         }
         if self.audit_log.is_some() && self.audit_log_max_bytes < 4096 {
             return bad("audit_log_max_bytes must be at least 4096");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key must be set together");
         }
         Ok(())
     }

@@ -40,6 +40,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS file {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS file {path}: not valid PEM: {reason}")]
+    TlsPem { path: PathBuf, reason: String },
+    #[error("TLS certificate {path}: no certificate found (expected a PEM `BEGIN CERTIFICATE` block)")]
+    TlsNoCertificate { path: PathBuf },
+    #[error("TLS key {path}: no private key found (expected a PEM PKCS#8, RSA or EC private key)")]
+    TlsNoKey { path: PathBuf },
+    #[error(
+        "TLS key {path}: group or others may access it (mode {mode:03o}); refusing to use it, run `chmod 600 {path}`"
+    )]
+    TlsKeyPermissions { path: PathBuf, mode: u32 },
+    #[error("TLS key {key} does not fit certificate {cert}: {reason}")]
+    TlsKeyMismatch { cert: PathBuf, key: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] fwrepo_store::Error),
 }

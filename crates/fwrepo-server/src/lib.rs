@@ -32,7 +32,7 @@
 //!
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
-//! connections, timeouts, shutdown), `body` (zero-copy body), [`metrics`], `audit`.
+//! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body), [`metrics`], `audit`.
 
 mod audit;
 mod body;
@@ -43,6 +43,7 @@ pub mod range;
 mod server;
 mod service;
 mod state;
+mod tls;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use body::Body;

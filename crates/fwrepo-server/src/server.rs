@@ -1,10 +1,11 @@
-//! The listener and the connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, the
-//! connection cap, timeouts, and graceful shutdown.
+//! The listener and the connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, or
+//! both over TLS (ALPN `h2`, `http/1.1`), the connection cap, timeouts, and graceful shutdown.
 //!
 //! * **Connection cap**: a permit is taken *before* `accept`, so clients beyond the cap wait
 //!   in the kernel's backlog instead of being accepted and dropped.
 //! * **Header read timeout** and **max header size**: hyper's, per HTTP/1 request; HTTP/2
-//!   gets the header-list limit.
+//!   gets the header-list limit. Over TLS the handshake must also finish within the header
+//!   read timeout, so a client that never completes it gives its connection slot back.
 //! * **Idle timeout**: the socket is wrapped so every successful read or write stamps the
 //!   time; a connection whose stamp is older than the timeout is closed.
 //! * **Shutdown**: when the caller's future completes, the listener closes, `/readyz` turns
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
@@ -38,16 +40,29 @@ use crate::state::ServerState;
 pub struct Bound {
     listener: TcpListener,
     config: ServerConfig,
+    tls: Option<TlsAcceptor>,
 }
 
-/// Binds `config.listen`. A taken port is [`Error::AddrInUse`], with a message that says so.
+/// Loads the TLS certificate and key when `config` names them, then binds `config.listen`.
+/// A taken port is [`Error::AddrInUse`], with a message that says so; unusable TLS files are
+/// the `Tls*` errors, each naming the file.
 pub async fn bind(config: ServerConfig) -> Result<Bound, Error> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config {
+                origin: "server config".to_owned(),
+                reason: "tls_cert and tls_key must be set together".to_owned(),
+            });
+        }
+    };
     let addr = config.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| match source.kind() {
         io::ErrorKind::AddrInUse => Error::AddrInUse { addr },
         _ => Error::Bind { addr, source },
     })?;
-    Ok(Bound { listener, config })
+    Ok(Bound { listener, config, tls })
 }
 
 /// Binds `config.listen` and serves until `shutdown` completes, then drains (see the module
@@ -66,14 +81,23 @@ impl Bound {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Whether connections are served over TLS (`https`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, state: Arc<ServerState>, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        let Bound { listener, config } = self;
+        let Bound { listener, config, tls } = self;
         let builder = Arc::new(builder(&config));
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tracing::info!(addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?, "serving");
+        tracing::info!(
+            addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?,
+            tls = tls.is_some(),
+            "serving"
+        );
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -100,9 +124,11 @@ impl Bound {
                 builder: Arc::clone(&builder),
                 stop: stop_rx.clone(),
                 idle: config.idle_timeout(),
+                handshake_timeout: config.header_read_timeout(),
             };
+            let tls = tls.clone();
             tasks.spawn(async move {
-                conn.run(stream).await;
+                conn.run(stream, tls).await;
                 drop(permit);
             });
         }
@@ -144,15 +170,33 @@ struct Conn {
     builder: Arc<auto::Builder<TokioExecutor>>,
     stop: watch::Receiver<bool>,
     idle: Duration,
+    /// Time a TLS client has to finish its handshake (the header read timeout).
+    handshake_timeout: Duration,
 }
 
 impl Conn {
-    async fn run(mut self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
         let metrics_state = Arc::clone(&self.state);
         metrics_state.metrics().connection_opened();
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Stamped { inner: stream, activity: Arc::clone(&activity) });
+        let stamped = Stamped { inner: stream, activity: Arc::clone(&activity) };
+        match tls {
+            None => self.serve(stamped, activity).await,
+            Some(acceptor) => match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stamped)).await {
+                Ok(Ok(tls_stream)) => self.serve(tls_stream, activity).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake not finished within the header read timeout"),
+            },
+        }
+        metrics_state.metrics().connection_closed();
+    }
+
+    async fn serve<S>(mut self, stream: S, activity: Arc<Activity>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(stream);
         let state = Arc::clone(&self.state);
         let svc = service_fn(move |req| handle(Arc::clone(&state), req));
         let conn = self.builder.serve_connection(io, svc);
@@ -185,7 +229,6 @@ impl Conn {
                 }
             }
         }
-        metrics_state.metrics().connection_closed();
     }
 }
 

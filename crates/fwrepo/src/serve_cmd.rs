@@ -24,6 +24,13 @@ pub struct ServeArgs {
     /// Server settings (TOML, see deploy/fwrepo-server.toml); defaults when absent.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// PEM certificate chain to serve HTTPS with (ALPN h2, http/1.1); overrides the config
+    /// file. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC; mode 600); overrides the config file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Directory holding issuer.jwks: enables POST /v1/tokens (the origin role). Without it
     /// tokens are verified with the published auth/issuers.json.
     #[arg(long, value_name = "DIR")]
@@ -110,6 +117,10 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
     if let Some(listen) = a.listen {
         config.listen = listen;
     }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        config.tls_cert = Some(cert.clone());
+        config.tls_key = Some(key.clone());
+    }
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -137,7 +148,8 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
     let rt = rt.enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         let bound = fwrepo_server::bind(config).await?;
-        println!("fwrepo serving {} on http://{}", a.data.data.display(), bound.local_addr());
+        let scheme = if bound.is_tls() { "https" } else { "http" };
+        println!("fwrepo serving {} on {scheme}://{}", a.data.data.display(), bound.local_addr());
         use std::io::Write;
         std::io::stdout().flush()?;
         let refresher = {

@@ -7,3 +7,4 @@ mod range_table;
 mod routes;
 mod server;
 mod support;
+mod tls;

@@ -29,7 +29,7 @@ fn start(data: &str, keys: &str) -> Server {
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    let addr = line.trim().rsplit("://").next().unwrap().to_owned();
     assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
     Server { child, addr }
 }
