@@ -153,8 +153,9 @@ impl Keyring {
     }
 }
 
-/// Reads a key file, refusing one that group or others may access.
-pub fn load_key_file(path: &Path) -> Result<SigningKey> {
+/// Refuses a private file (a signing key, the issuer keyring) that is not a regular file or
+/// that group or others may access.
+pub fn check_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).at(path)?;
     if !meta.is_file() {
         return Err(Error::BadKey { path: path.to_owned(), reason: "not a regular file".into() });
@@ -163,13 +164,26 @@ pub fn load_key_file(path: &Path) -> Result<SigningKey> {
     if mode & 0o077 != 0 {
         return Err(Error::KeyPermissions { path: path.to_owned(), mode });
     }
+    Ok(())
+}
+
+/// Reads a key file, refusing one that group or others may access.
+pub fn load_key_file(path: &Path) -> Result<SigningKey> {
+    check_private(path)?;
     let text = zeroize::Zeroizing::new(fs::read_to_string(path).at(path)?);
     SigningKey::from_key_file(&text).map_err(|e| Error::BadKey { path: path.to_owned(), reason: e.to_string() })
 }
 
 /// Writes `key` to `path` with mode 0600, durably, refusing to overwrite an existing file.
 pub fn write_key_file(path: &Path, key: &SigningKey) -> Result<()> {
-    if path.exists() {
+    write_private(path, key.to_key_file().as_bytes(), false)
+}
+
+/// Writes a private file with mode 0600, durably: temp file, fsync, then into place, then fsync
+/// the directory. With `replace` an existing file is replaced atomically (rename); without it an
+/// existing file is an error, even one that appears meanwhile (a hard link never replaces).
+pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    if !replace && path.exists() {
         return Err(Error::KeyExists { path: path.to_owned() });
     }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -178,18 +192,21 @@ pub fn write_key_file(path: &Path, key: &SigningKey) -> Result<()> {
     let _ = fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(key.to_key_file().as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()
     };
     write().at(&tmp)?;
-    // A hard link, unlike rename, never replaces a file that appeared meanwhile.
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::KeyExists { path: path.to_owned() });
+    if replace {
+        fs::rename(&tmp, path).at(path)?;
+    } else {
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::KeyExists { path: path.to_owned() });
+            }
+            r => r.at(path)?,
         }
-        r => r.at(path)?,
     }
     fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }

@@ -2,7 +2,6 @@
 //! `fwrepo keys rotate-issuer`.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +10,7 @@ use fwrepo_entitle::{
     Subject, TokenRequest, UnixTime,
 };
 use fwrepo_repo::Repo;
-use fwrepo_repo::keys::{Keyring, Role, check_outside};
+use fwrepo_repo::keys::{Keyring, Role, check_outside, check_private, write_private};
 
 use crate::{Data, Outcome};
 
@@ -327,19 +326,17 @@ pub fn token(cmd: TokenCommand) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Loads `DIR/issuer.jwks`, refusing a file others can read.
+/// Loads `DIR/issuer.jwks`, refusing a file group or others may access.
 pub fn load_keyring(keys: &Path) -> Result<IssuerKeyring> {
     let path = keys.join(ISSUER_KEYS);
-    let meta = std::fs::metadata(&path).with_context(|| {
-        format!(
+    if !path.exists() {
+        bail!(
             "{}: no issuer keys; create them with `fwrepo keys rotate-issuer --keys {}`",
             path.display(),
             keys.display()
-        )
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!("{} is readable by group or others; run `chmod 600 {}`", path.display(), path.display());
+        );
     }
+    check_private(&path)?;
     let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
     IssuerKeyring::from_bytes(&bytes).with_context(|| path.display().to_string())
 }
@@ -361,28 +358,11 @@ pub fn rotate_issuer(keys: &Path, data: Option<&Path>) -> Result<Outcome> {
     if let Some(data) = data {
         check_outside(keys, data)?;
     }
-    write_secret(&path, &keyring.to_bytes())?;
+    write_private(&path, &keyring.to_bytes(), true)?;
     println!("{kid}");
     if let Some(data) = data {
         let (repo, records) = open(data, true)?;
         after_change(&repo, &records, Some(keys))?;
     }
     Ok(Outcome::Ok)
-}
-
-/// Writes a secret file with mode 0600: temp file, fsync, rename, fsync the directory.
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| tmp.display().to_string())?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| tmp.display().to_string())?;
-    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| dir.display().to_string())?;
-    Ok(())
 }
