@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{apt_install, cargo, target_dir};
+use crate::{apt_install, cargo, run_capture, target_dir};
 
 const BLOBS: usize = 128;
 const BLOB_LEN: usize = 8 << 20;
@@ -41,14 +41,6 @@ impl Drop for Guard {
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn wait_ready(port: u16, path: &str) -> Result<()> {
@@ -96,10 +88,12 @@ end
 
 /// Runs wrk on core 1 and returns (requests/s, bytes/s).
 fn wrk(port: u16, script: &Path) -> Result<(f64, f64)> {
-    let out = run(Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1", "-c64", &format!("-d{SECONDS}s"), "-s"])
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{port}/")))?;
+    let out = run_capture(
+        Command::new("taskset")
+            .args(["-c", "1", "wrk", "-t1", "-c64", &format!("-d{SECONDS}s"), "-s"])
+            .arg(script)
+            .arg(format!("http://127.0.0.1:{port}/")),
+    )?;
     if let Some(line) = out.lines().find(|l| l.contains("Non-2xx")) {
         bail!("errors during the run: {}\n{out}", line.trim());
     }
@@ -177,29 +171,32 @@ fn bench(bin: &Path, tmp: &Path) -> Result<()> {
     // fwrepo: repository, release, a serial in warranty, its token.
     let data = tmp.join("data");
     let keys = tmp.join("keys");
-    run(Command::new(bin).args(["keys", "generate", "--out"]).arg(&keys))?;
-    run(Command::new(bin).args(["keys", "rotate-issuer", "--keys"]).arg(&keys))?;
-    run(Command::new(bin).args(["init", "--data"]).arg(&data).arg("--keys").arg(&keys))?;
-    run(Command::new(bin)
-        .args(["publish", "--data"])
-        .arg(&data)
-        .arg("--keys")
-        .arg(&keys)
-        .arg(release.join("release.toml")))?;
+    run_capture(Command::new(bin).args(["keys", "generate", "--out"]).arg(&keys))?;
+    run_capture(Command::new(bin).args(["keys", "rotate-issuer", "--keys"]).arg(&keys))?;
+    run_capture(Command::new(bin).args(["init", "--data"]).arg(&data).arg("--keys").arg(&keys))?;
+    run_capture(
+        Command::new(bin)
+            .args(["publish", "--data"])
+            .arg(&data)
+            .arg("--keys")
+            .arg(&keys)
+            .arg(release.join("release.toml")),
+    )?;
     let serials = tmp.join("serials.csv");
     std::fs::write(&serials, format!("serial,model,warranty_end\nBENCH00001,{MODEL},2099-12-31\n"))?;
-    run(Command::new(bin).args(["entitlements", "import", "--data"]).arg(&data).arg(&serials))?;
-    let token = run(Command::new(bin)
-        .args(["token", "issue", "--serial", "BENCH00001", "--data"])
-        .arg(&data)
-        .arg("--keys")
-        .arg(&keys))?;
+    run_capture(Command::new(bin).args(["entitlements", "import", "--data"]).arg(&data).arg(&serials))?;
+    let token = run_capture(
+        Command::new(bin)
+            .args(["token", "issue", "--serial", "BENCH00001", "--data"])
+            .arg(&data)
+            .arg("--keys")
+            .arg(&keys),
+    )?;
     let token = token.trim().to_owned();
     // Ingesting what is already published stores nothing and prints the blob ids.
-    let ids = run(Command::new(bin)
-        .args(["ingest", "--json", "--data"])
-        .arg(&data)
-        .args(names.iter().map(|n| files.join(n))))?;
+    let ids = run_capture(
+        Command::new(bin).args(["ingest", "--json", "--data"]).arg(&data).args(names.iter().map(|n| files.join(n))),
+    )?;
     let blob_paths: Vec<String> = ids
         .lines()
         .map(|l| {

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{REAL, cargo, root, target_dir};
+use crate::{REAL, cargo, root, run_capture, target_dir};
 
 /// Every regular file under `dir`, sorted.
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -29,12 +29,9 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Ingests `files` and returns (bytes, new bytes).
 fn ingest(bin: &Path, data: &Path, files: &[PathBuf]) -> Result<(u64, u64)> {
-    let out = Command::new(bin).arg("ingest").arg("--json").arg("--data").arg(data).args(files).output()?;
-    if !out.status.success() {
-        bail!("fwrepo ingest failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    let out = run_capture(Command::new(bin).arg("ingest").arg("--json").arg("--data").arg(data).args(files))?;
     let (mut total, mut new) = (0, 0);
-    for line in String::from_utf8(out.stdout)?.lines() {
+    for line in out.lines() {
         let field = |name: &str| -> Result<u64> {
             let at = line.find(&format!("\"{name}\":")).with_context(|| format!("no {name} in {line}"))?;
             let rest = &line[at + name.len() + 3..];
@@ -51,10 +48,7 @@ fn series(bin: &Path, name: &str, versions: &[(String, Vec<PathBuf>)]) -> Result
     let tmp = std::env::temp_dir().join(format!("fwrepo-dedup-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let data = tmp.join("data");
-    let st = Command::new(bin).arg("init").arg("--data").arg(&data).output()?;
-    if !st.status.success() {
-        bail!("fwrepo init failed: {}", String::from_utf8_lossy(&st.stderr).trim());
-    }
+    run_capture(Command::new(bin).arg("init").arg("--data").arg(&data))?;
     println!("\n{name}");
     for (label, files) in versions {
         let (total, new) = ingest(bin, &data, files)?;

@@ -3,17 +3,13 @@
 //! a denied download, a token exchange, a verified ranged download and a refused token.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{apt_install, cargo, root};
-
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
+use crate::{apt_install, cargo, target_dir};
 
 fn say(n: usize, text: &str) {
     println!("\n{n}. {text}");

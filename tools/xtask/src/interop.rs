@@ -7,35 +7,23 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, root};
+use crate::{cargo, root, run_capture, target_dir};
 
 /// python-tuf major version the interop is pinned to.
 const TUF_REQUIREMENT: &str = "tuf>=7,<8";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn venv() -> Result<PathBuf> {
     let dir = target_dir().join("python-tuf-venv");
     let python = dir.join("bin/python");
     if !python.exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+        run_capture(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
     }
     let have = Command::new(&python)
         .args(["-c", "import tuf, sys; sys.exit(0 if tuf.__version__.startswith('7.') else 1)"])
         .status()
         .is_ok_and(|s| s.success());
     if !have {
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", TUF_REQUIREMENT]))?;
+        run_capture(Command::new(&python).args(["-m", "pip", "install", "-q", TUF_REQUIREMENT]))?;
     }
     Ok(python)
 }
@@ -54,7 +42,7 @@ pub fn run_interop() -> Result<()> {
         for a in args {
             c.arg(a);
         }
-        run(&mut c)
+        run_capture(&mut c)
     };
     let mut releases = fwrepo_synth::Series::new(fwrepo_synth::SeriesParams::small());
     let mut publish = |n: usize| -> Result<(String, String)> {

@@ -8,8 +8,6 @@ mod dedup;
 mod demo;
 mod interop;
 
-pub use demo::target_dir;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,6 +86,20 @@ fn run() -> Result<()> {
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("xtask lives at tools/xtask").to_owned()
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR`, or `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// Runs `cmd` and returns its stdout; a failure carries its stderr.
+pub fn run_capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs cargo with `args` then `extra` in the workspace root.
