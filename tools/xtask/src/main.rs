@@ -7,6 +7,7 @@ mod bench_serve;
 mod dedup;
 mod demo;
 mod interop;
+mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +17,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  setup            install what the build needs (libclang-dev, a C++ compiler) if missing
+  setup            install what the build, tests and demo need (libclang-dev, g++, pkg-config,
+                   python3-venv, curl) if missing, in one apt-get call
+  setup --check    print each requirement and whether it is met; exit 1 if one is not
   test             setup, then rustfmt check, clippy (warnings denied) and every test
   demo             build fwrepo and walk through storing and reading firmware
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
@@ -43,34 +46,35 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        ["setup"] => setup(),
+        ["setup"] => setup::setup(),
+        ["setup", "--check"] => setup::check(),
         ["test"] => test(),
         ["demo"] => {
-            setup()?;
+            setup::setup()?;
             demo::run()
         }
         ["bench", "ingest", rest @ ..] => {
-            setup()?;
+            setup::setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
         }
         ["bench", "serve"] => {
-            setup()?;
+            setup::setup()?;
             bench_serve::run_bench()
         }
         ["bench", "tokens", rest @ ..] => {
-            setup()?;
+            setup::setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-entitle", "--example", "bench-tokens", "--"], rest)
         }
         ["bench", "dedup"] => {
-            setup()?;
+            setup::setup()?;
             dedup::run()
         }
         ["bench", "stages"] => {
-            setup()?;
+            setup::setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-stages"], &[])
         }
         ["bench", "publish", rest @ ..] => {
-            setup()?;
+            setup::setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-repo", "--example", "bench-publish", "--"], rest)
         }
         ["interop"] => interop::run_interop(),
@@ -121,37 +125,8 @@ fn step(name: &str) {
     println!("\n==> {name}");
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
-
-fn have_libclang() -> bool {
-    if let Ok(dir) = std::env::var("LIBCLANG_PATH")
-        && Path::new(&dir).is_dir()
-    {
-        return true;
-    }
-    let globs =
-        ["/usr/lib/llvm-", "/usr/lib/x86_64-linux-gnu/", "/usr/lib/aarch64-linux-gnu/", "/usr/lib64/", "/usr/lib/"];
-    globs.iter().any(|prefix| {
-        let (dir, stem) = match prefix.strip_suffix('-') {
-            Some(p) => (Path::new(p).parent().unwrap().to_owned(), "llvm-"),
-            None => (PathBuf::from(prefix), ""),
-        };
-        let Ok(entries) = std::fs::read_dir(&dir) else { return false };
-        entries.flatten().any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if stem.is_empty() {
-                name.starts_with("libclang") && name.contains(".so")
-            } else {
-                name.starts_with(stem) && e.path().join("lib/libclang.so").exists()
-            }
-        })
-    })
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Installs Debian packages as root, or says exactly what to run.
@@ -175,23 +150,9 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn setup() -> Result<()> {
-    let mut missing = Vec::new();
-    if !have_libclang() {
-        missing.push("libclang-dev");
-    }
-    if !have("c++") {
-        missing.push("g++");
-    }
-    if !missing.is_empty() {
-        apt_install(&missing)?;
-    }
-    Ok(())
-}
-
 fn test() -> Result<()> {
     step("setup");
-    setup()?;
+    setup::setup()?;
     step("rustfmt");
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     step("clippy");
