@@ -12,7 +12,7 @@ pub enum Error {
     /// The index database failed.
     #[error(transparent)]
     Db(#[from] fwrepo_db::Error),
-    /// An identifier, date, digest or version failed validation.
+    /// An identifier, date or digest failed validation.
     #[error("invalid {what} {value:?}: {reason}")]
     Invalid { what: &'static str, value: String, reason: &'static str },
     /// A component kind other than `firmware`, `driver` or `software`.

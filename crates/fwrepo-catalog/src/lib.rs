@@ -37,7 +37,6 @@ mod error;
 mod names;
 mod plan;
 mod record;
-mod version;
 
 pub use catalog::Catalog;
 pub use error::{Error, Result};
@@ -48,7 +47,8 @@ pub use names::{
 };
 pub use plan::{Action, MAX_INVENTORY, Plan, PlanItem, PlanRequest, PlanTotals};
 pub use record::{Component, Release, ReleaseSummary, TargetEntry};
-pub use version::{MAX_VERSION_LEN, Version};
+// The ordering lives in its own crate so clients plan with exactly the server's rule.
+pub use fwrepo_version::{MAX_VERSION_LEN, Version};
 
 /// Release id → release record.
 pub const CF_RELEASES: &str = "catalog.releases";

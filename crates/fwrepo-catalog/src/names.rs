@@ -12,7 +12,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::version;
 
 /// Longest accepted model or component name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -181,7 +180,7 @@ impl ReleaseId {
 
 impl Ord for ReleaseId {
     fn cmp(&self, other: &Self) -> Ordering {
-        version::compare(&self.raw, &other.raw).then_with(|| self.raw.cmp(&other.raw))
+        fwrepo_version::compare(&self.raw, &other.raw).then_with(|| self.raw.cmp(&other.raw))
     }
 }
 

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use fwrepo_store::Digest;
+use fwrepo_version::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::names::{ComponentName, Date, Kind, ModelName, ReleaseId, Sha256, TargetPath};
-use crate::version::Version;
 
 /// Most inventory entries a plan request may carry. A server has tens of components; the cap
 /// bounds the work one request can cause.

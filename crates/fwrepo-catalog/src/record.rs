@@ -1,10 +1,10 @@
 //! The records of the catalog: releases, components, and the summaries queries return.
 
 use fwrepo_store::Digest;
+use fwrepo_version::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{ComponentName, Date, Kind, ModelName, ReleaseId, Sha256, TargetPath};
-use crate::version::Version;
 
 /// An SPP release: a dated bundle of components.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
-//! The data dir's `fwrepo.json`: format version and the chunker parameters fixed at `init`.
+//! The data dir's `fwrepo.json`: format version and the chunker parameters fixed at `init`
+//! ([`ChunkerParams`] itself is fwrepo-chunk's).
 
 use std::path::Path;
 
+use fwrepo_chunk::ChunkerParams;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
@@ -10,46 +12,6 @@ use crate::fsutil;
 pub const FORMAT: &str = "fwrepo-store";
 pub const FORMAT_VERSION: u32 = 1;
 pub const CONFIG_FILE: &str = "fwrepo.json";
-
-/// FastCDC (2020 variant, normalization level 1) sizes. They decide every chunk boundary, so
-/// they are recorded once at `init` and a store never chunks with anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChunkerParams {
-    pub min_size: u32,
-    pub avg_size: u32,
-    pub max_size: u32,
-}
-
-impl Default for ChunkerParams {
-    fn default() -> Self {
-        ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 }
-    }
-}
-
-impl ChunkerParams {
-    /// Checks the sizes against what FastCDC 2020 supports.
-    pub fn validate(&self) -> Result<(), String> {
-        use fastcdc::v2020 as f;
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
-        if !(f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min) {
-            return Err(format!("min_size {min} outside {}..={}", f::MINIMUM_MIN, f::MINIMUM_MAX));
-        }
-        if !(f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg) {
-            return Err(format!("avg_size {avg} outside {}..={}", f::AVERAGE_MIN, f::AVERAGE_MAX));
-        }
-        if !(f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max) {
-            return Err(format!("max_size {max} outside {}..={}", f::MAXIMUM_MIN, f::MAXIMUM_MAX));
-        }
-        if !(min < avg && avg < max) {
-            return Err(format!("sizes must satisfy min < avg < max, got {min}/{avg}/{max}"));
-        }
-        if !(min.is_multiple_of(2) && avg.is_multiple_of(2) && max.is_multiple_of(2)) {
-            return Err("sizes must be even".into());
-        }
-        Ok(())
-    }
-}
 
 /// The contents of `fwrepo.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +44,7 @@ impl StoreConfig {
         if self.chunker != "fastcdc-2020" {
             return Err(bad(format!("unknown chunker {:?}", self.chunker)));
         }
-        self.chunk_sizes.validate().map_err(bad)?;
+        self.chunk_sizes.validate().map_err(|e| bad(e.to_string()))?;
         if self.pack_max_size < 1 << 20 || self.pack_max_size > 1 << 40 {
             return Err(bad(format!("pack_max_size {} outside 1 MiB..=1 TiB", self.pack_max_size)));
         }

@@ -30,8 +30,6 @@ pub enum Error {
     Locked { path: PathBuf, holder: String },
     #[error("{op} needs the writer, but this store was opened read-only")]
     ReadOnly { op: &'static str },
-    #[error("malformed id {input:?}: expected 64 lowercase hex digits")]
-    MalformedId { input: String },
     #[error("blob {blob} is not in the store")]
     UnknownBlob { blob: Digest },
     #[error("range {start}-{end} is not within blob {blob} of {len} bytes")]

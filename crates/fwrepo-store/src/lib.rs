@@ -13,10 +13,7 @@
 //! DIR/packs/*.pack    chunk records
 //! ```
 
-mod chunk_index;
-mod chunker;
 mod config;
-mod digest;
 mod error;
 mod fsck;
 mod fsutil;
@@ -33,12 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fwrepo_db::{Db, IteratorMode, Mode, WriteBatch};
 
-pub use chunk_index::{ChunkIndex, ChunkIndexError};
-pub use chunker::Chunker;
-pub use config::{ChunkerParams, StoreConfig};
-pub use digest::{BlobId, ChunkId, Digest};
+pub use config::StoreConfig;
+// The chunk format is fwrepo-chunk's (RocksDB-free, shared with the sync and the client);
+// re-exported so the store's users and its own modules (`crate::chunk_index::…`) read as before.
 pub use error::{Error, Result};
 pub use fsck::{FsckProblem, FsckReport, Stats};
+pub use fwrepo_chunk::Error as ChunkError;
+use fwrepo_chunk::chunk_index;
+pub use fwrepo_chunk::{BlobId, ChunkId, ChunkIndex, Chunker, ChunkerParams, Digest};
 pub use gc::{GcOptions, GcReport};
 pub use index::COLUMN_FAMILIES;
 pub use ingest::IngestReport;

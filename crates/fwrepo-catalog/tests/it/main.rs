@@ -1,4 +1,4 @@
-//! Integration tests of fwrepo-catalog: version ordering, staging and its atomicity, queries
+//! Integration tests of fwrepo-catalog (version ordering is tested in fwrepo-version): staging and its atomicity, queries
 //! over a three-release fixture, update plans, persistence and read-only instances.
 
 mod persistence;
@@ -6,4 +6,3 @@ mod plan;
 mod queries;
 mod staging;
 mod support;
-mod version;

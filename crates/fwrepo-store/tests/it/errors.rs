@@ -62,7 +62,7 @@ fn unknown_and_malformed_ids_are_errors() {
     let missing = fwrepo_store::Digest::of(b"never stored");
     assert!(matches!(store.read_all(&missing), Err(Error::UnknownBlob { .. })));
     assert!(!store.contains(&missing).unwrap());
-    assert!(matches!("xyz".parse::<fwrepo_store::Digest>(), Err(Error::MalformedId { .. })));
+    assert!(matches!("xyz".parse::<fwrepo_store::Digest>(), Err(fwrepo_store::ChunkError::MalformedId { .. })));
 }
 
 /// A reader that fails halfway leaves the store exactly as it was.

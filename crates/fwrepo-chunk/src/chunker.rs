@@ -1,4 +1,4 @@
-//! Content-defined chunking: FastCDC 2020 (normalization level 1) with the store's sizes.
+//! Content-defined chunking: FastCDC 2020 (normalization level 1) with a repository's sizes.
 //!
 //! The streaming ingest and a client chunking the files it already holds must find the same
 //! boundaries, so both go through [`Chunker::next_len`]: given at least `max_size` bytes (or the
@@ -7,8 +7,51 @@
 use std::ops::Range;
 
 use fastcdc::v2020::{self, Normalization};
+use serde::{Deserialize, Serialize};
 
-use crate::config::ChunkerParams;
+use crate::Error;
+
+/// FastCDC (2020 variant, normalization level 1) sizes. They decide every chunk boundary, so
+/// a store records them once at `init` and never chunks with anything else, and a client
+/// chunks its seeds with the sizes the repository publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks the sizes against what FastCDC 2020 supports.
+    pub fn validate(&self) -> Result<(), Error> {
+        use fastcdc::v2020 as f;
+        let bad = |reason: String| Err(Error::ChunkerParams { reason });
+        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        if !(f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min) {
+            return bad(format!("min_size {min} outside {}..={}", f::MINIMUM_MIN, f::MINIMUM_MAX));
+        }
+        if !(f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg) {
+            return bad(format!("avg_size {avg} outside {}..={}", f::AVERAGE_MIN, f::AVERAGE_MAX));
+        }
+        if !(f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max) {
+            return bad(format!("max_size {max} outside {}..={}", f::MAXIMUM_MIN, f::MAXIMUM_MAX));
+        }
+        if !(min < avg && avg < max) {
+            return bad(format!("sizes must satisfy min < avg < max, got {min}/{avg}/{max}"));
+        }
+        if !(min.is_multiple_of(2) && avg.is_multiple_of(2) && max.is_multiple_of(2)) {
+            return bad("sizes must be even".into());
+        }
+        Ok(())
+    }
+}
 
 /// A FastCDC 2020 chunker with fixed sizes.
 #[derive(Clone, Debug)]
@@ -82,6 +125,17 @@ mod tests {
         }
         for r in &chunks[..chunks.len() - 1] {
             assert!(r.len() >= 16 * 1024 && r.len() <= 256 * 1024, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_sizes_are_refused() {
+        assert!(ChunkerParams::default().validate().is_ok());
+        for (min, avg, max) in
+            [(16, 64, 256), (64 * 1024, 16 * 1024, 256 * 1024), (16 * 1024 + 1, 64 * 1024, 256 * 1024)]
+        {
+            let p = ChunkerParams { min_size: min, avg_size: avg, max_size: max };
+            assert!(matches!(p.validate(), Err(Error::ChunkerParams { .. })), "{p:?}");
         }
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::Error;
+use crate::Error;
 
 /// A BLAKE3-256 digest. Chunk ids and blob ids are both digests of the bytes they name.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,5 +93,14 @@ mod tests {
         for bad in ["", "00", &d.to_hex().to_uppercase(), &format!("{}0", d.to_hex()), &"g".repeat(64)] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_same_canonical_hex() {
+        let d = Digest::of(b"x");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.to_hex()));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Digest>(&json.to_uppercase()).is_err());
     }
 }

@@ -1,4 +1,8 @@
-//! `Version`: a component version or release id that compares as a version, not as a string.
+//! fwrepo-version: `Version`, a component version or release id that compares as a version,
+//! not as a string.
+//!
+//! The catalog's update plans and a client's own plan must order versions the same way on
+//! every input, so both take the rule from this crate, which depends on nothing but serde.
 //!
 //! # Ordering rule
 //!
@@ -28,7 +32,15 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+/// Why a string is not a version.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid version {value:?}: {reason}")]
+    Invalid { value: String, reason: &'static str },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Longest accepted version string, in bytes.
 pub const MAX_VERSION_LEN: usize = 128;
@@ -91,7 +103,8 @@ impl Version {
             None
         };
         match reason {
-            Some(reason) => Err(Error::invalid("version", &raw, reason)),
+            // Cap what is echoed back: versions come from manifests and from HTTP requests.
+            Some(reason) => Err(Error::Invalid { value: raw.chars().take(80).collect(), reason }),
             None => Ok(Version { raw }),
         }
     }
@@ -123,8 +136,9 @@ fn segments(s: &str) -> impl Iterator<Item = Segment<'_>> {
     })
 }
 
-/// Compares two strings by the rule in the module docs.
-pub(crate) fn compare(a: &str, b: &str) -> Ordering {
+/// Compares two strings by the rule in the module docs, without validating them (the
+/// catalog orders release ids with it).
+pub fn compare(a: &str, b: &str) -> Ordering {
     segments(a).cmp(segments(b))
 }
 

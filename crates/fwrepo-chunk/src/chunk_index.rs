@@ -11,9 +11,9 @@
 //! A client that holds the signed `chunk_index` id verifies the bytes by hashing them, then
 //! [`ChunkIndex::parse`] checks that the entries add up to the blob length.
 
-use crate::Digest;
+use crate::{Digest, Error};
 
-const MAGIC: &[u8; 8] = b"FWCHIDX1";
+pub(crate) const MAGIC: &[u8; 8] = b"FWCHIDX1";
 const HEADER: usize = 8 + 8 + 4;
 const ENTRY: usize = 36;
 
@@ -22,20 +22,6 @@ const ENTRY: usize = 36;
 pub struct ChunkIndex {
     pub blob_len: u64,
     pub chunks: Vec<(Digest, u32)>,
-}
-
-/// Why a chunk index did not parse.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ChunkIndexError {
-    #[error("chunk index does not start with {MAGIC:?}")]
-    Magic,
-    #[error("chunk index of {len} bytes is truncated or has trailing bytes (expected {expected})")]
-    Length { len: usize, expected: usize },
-    #[error("chunk index entries add up to {sum} bytes, blob is {blob_len}")]
-    Sum { sum: u64, blob_len: u64 },
-    #[error("chunk index entry {index} has length 0")]
-    EmptyChunk { index: usize },
 }
 
 impl ChunkIndex {
@@ -57,33 +43,50 @@ impl ChunkIndex {
         Digest::of(&self.to_bytes())
     }
 
+    /// The longest encoding an index of a `blob_len`-byte blob can have when every chunk but
+    /// the last holds at least `min_chunk` bytes: the cap a client puts on a chunk-index
+    /// download before it has hashed it.
+    pub fn max_encoded_len(blob_len: u64, min_chunk: u32) -> u64 {
+        let chunks = blob_len / u64::from(min_chunk.max(1)) + 1;
+        (HEADER as u64).saturating_add(chunks.saturating_mul(ENTRY as u64))
+    }
+
+    /// Byte offset of every chunk in the blob, in order.
+    pub fn offsets(&self) -> impl Iterator<Item = (u64, &(Digest, u32))> + '_ {
+        self.chunks.iter().scan(0u64, |pos, c| {
+            let at = *pos;
+            *pos += u64::from(c.1);
+            Some((at, c))
+        })
+    }
+
     /// Parses and checks an encoded index. The caller checks its hash first.
-    pub fn parse(bytes: &[u8]) -> Result<ChunkIndex, ChunkIndexError> {
+    pub fn parse(bytes: &[u8]) -> Result<ChunkIndex, Error> {
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(if bytes.len() >= 8 && &bytes[..8] != MAGIC {
-                ChunkIndexError::Magic
+                Error::IndexMagic
             } else {
-                ChunkIndexError::Length { len: bytes.len(), expected: HEADER }
+                Error::IndexLength { len: bytes.len(), expected: HEADER }
             });
         }
         let blob_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
         let count = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
         let expected = HEADER + count * ENTRY;
         if bytes.len() != expected {
-            return Err(ChunkIndexError::Length { len: bytes.len(), expected });
+            return Err(Error::IndexLength { len: bytes.len(), expected });
         }
         let mut chunks = Vec::with_capacity(count);
         let mut sum = 0u64;
         for (index, e) in bytes[HEADER..].chunks_exact(ENTRY).enumerate() {
             let len = u32::from_le_bytes(e[32..].try_into().unwrap());
             if len == 0 {
-                return Err(ChunkIndexError::EmptyChunk { index });
+                return Err(Error::IndexEmptyChunk { index });
             }
             sum += u64::from(len);
             chunks.push((Digest::from_slice(&e[..32]).unwrap(), len));
         }
         if sum != blob_len {
-            return Err(ChunkIndexError::Sum { sum, blob_len });
+            return Err(Error::IndexSum { sum, blob_len });
         }
         Ok(ChunkIndex { blob_len, chunks })
     }
@@ -100,16 +103,29 @@ mod tests {
         assert_eq!(ChunkIndex::parse(&bytes).unwrap(), idx);
         assert_eq!(
             ChunkIndex::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
-            ChunkIndexError::Length { len: bytes.len() - 1, expected: bytes.len() }
+            Error::IndexLength { len: bytes.len() - 1, expected: bytes.len() }
         );
         let mut bad_magic = bytes.clone();
         bad_magic[0] = b'X';
-        assert_eq!(ChunkIndex::parse(&bad_magic).unwrap_err(), ChunkIndexError::Magic);
+        assert_eq!(ChunkIndex::parse(&bad_magic).unwrap_err(), Error::IndexMagic);
         let mut bad_sum = bytes.clone();
         bad_sum[8] = 6;
-        assert!(matches!(ChunkIndex::parse(&bad_sum), Err(ChunkIndexError::Sum { .. })));
+        assert!(matches!(ChunkIndex::parse(&bad_sum), Err(Error::IndexSum { .. })));
         let empty = ChunkIndex { blob_len: 0, chunks: vec![(Digest::of(b""), 0)] };
-        assert!(matches!(ChunkIndex::parse(&empty.to_bytes()), Err(ChunkIndexError::EmptyChunk { .. })));
+        assert!(matches!(ChunkIndex::parse(&empty.to_bytes()), Err(Error::IndexEmptyChunk { .. })));
         assert!(ChunkIndex::parse(b"FW").is_err());
+    }
+
+    #[test]
+    fn max_encoded_len_bounds_every_index() {
+        let idx = ChunkIndex {
+            blob_len: 10,
+            chunks: vec![(Digest::of(b"a"), 4), (Digest::of(b"b"), 4), (Digest::of(b"c"), 2)],
+        };
+        // Three chunks, the most 10 bytes can make with 4-byte minimum chunks: the bound is tight.
+        assert_eq!(idx.to_bytes().len() as u64, ChunkIndex::max_encoded_len(10, 4));
+        assert_eq!(ChunkIndex::max_encoded_len(0, 0), 20 + 36);
+        let offsets: Vec<u64> = idx.offsets().map(|(o, _)| o).collect();
+        assert_eq!(offsets, [0, 4, 8]);
     }
 }

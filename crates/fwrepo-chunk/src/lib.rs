@@ -1,0 +1,20 @@
+//! fwrepo-chunk: how fwrepo cuts and names bytes, with no storage attached.
+//!
+//! The store, the mirror's sync and the update client must agree on chunk boundaries, chunk
+//! ids and the chunk-index encoding byte for byte, so all three take them from this crate.
+//! It depends on no database and does no I/O, so a client builds it in seconds.
+//!
+//! - [`Chunker`] and [`ChunkerParams`]: FastCDC 2020 with a repository's fixed sizes.
+//! - [`Digest`]: a BLAKE3-256 id of a chunk or a blob, parsed only from canonical hex.
+//! - [`ChunkIndex`]: a blob's chunk list in the binary form whose BLAKE3 is its signed
+//!   `chunk_index` id.
+
+pub mod chunk_index;
+pub mod chunker;
+pub mod digest;
+mod error;
+
+pub use chunk_index::ChunkIndex;
+pub use chunker::{Chunker, ChunkerParams};
+pub use digest::{BlobId, ChunkId, Digest};
+pub use error::Error;
