@@ -138,8 +138,22 @@ pub trait ChunkSink: Sync {
     fn put(&self, chunk: &VerifiedChunk) -> std::result::Result<(), BoxError>;
 }
 
-/// What one [`Fetcher::fetch_chunks`] did.
+/// What one [`Fetcher::fetch_chunks`] did for one blob (what fwget reports per file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobStats {
+    /// Requests for this blob's bytes, retries included.
+    pub requests: u64,
+    /// Their response heads ([`crate::transport::head_len`]).
+    pub head_bytes: u64,
+    /// Their body bytes.
+    pub body_bytes: u64,
+    /// Chunks fetched from this blob (a chunk shared with an earlier blob counts there).
+    pub chunks_fetched: u64,
+    pub chunk_bytes_fetched: u64,
+}
+
+/// What one [`Fetcher::fetch_chunks`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FetchReport {
     /// Verified chunks handed to the sink.
     pub chunks_fetched: u64,
@@ -153,6 +167,8 @@ pub struct FetchReport {
     pub retries: u64,
     /// The peer answered a `Range` request with the whole blob (200).
     pub ranges_ignored: bool,
+    /// Per blob, in the order given.
+    pub blobs: Vec<BlobStats>,
 }
 
 /// The fetch engine for one peer.
@@ -381,7 +397,10 @@ impl<T: Transport> Fetcher<T> {
             delivered: Mutex::new(HashSet::new()),
             whole_done: blobs.iter().map(|_| AtomicBool::new(false)).collect(),
             sink,
-            report: Mutex::new(FetchReport::default()),
+            report: Mutex::new(FetchReport {
+                blobs: vec![BlobStats::default(); blobs.len()],
+                ..FetchReport::default()
+            }),
         };
         let job = &job;
         // Planned lazily, as the previous blob's ranges are taken, so each blob is planned
@@ -400,7 +419,7 @@ impl<T: Transport> Fetcher<T> {
             .map(Ok)
             .try_for_each_concurrent(self.opts.concurrency.max(1), |(b, r)| self.fetch_range(job, b, r))
             .await?;
-        let report = *job.report();
+        let report = job.report().clone();
         Ok(report)
     }
 
@@ -455,7 +474,9 @@ impl<T: Transport> Fetcher<T> {
             req = req.with_range(start, end);
         }
         job.report().requests += 1;
+        job.report().blobs[b].requests += 1;
         let (mut resp, head_after) = self.send(req).await?;
+        job.report().blobs[b].head_bytes += crate::transport::head_len(resp.status, &resp.headers);
         let t_body = Instant::now();
         let read = match resp.status {
             StatusCode::PARTIAL_CONTENT if !whole => {
@@ -501,7 +522,10 @@ impl<T: Transport> Fetcher<T> {
             if got > len {
                 return Err(Error::TooLong { path: path.to_owned(), max: len });
             }
-            job.report().body_bytes += piece.len() as u64;
+            let mut r = job.report();
+            r.body_bytes += piece.len() as u64;
+            r.blobs[b].body_bytes += piece.len() as u64;
+            drop(r);
             buf.extend_from_slice(&piece);
             while next < chunks.end && buf.len() as u64 >= job.chunk_len(b, next) {
                 let bytes = buf.split_to(job.chunk_len(b, next) as usize).freeze();
@@ -540,6 +564,8 @@ impl<T: Transport> Fetcher<T> {
         let mut r = job.report();
         r.chunks_fetched += 1;
         r.chunk_bytes_fetched += len;
+        r.blobs[b].chunks_fetched += 1;
+        r.blobs[b].chunk_bytes_fetched += len;
         Ok(())
     }
 }

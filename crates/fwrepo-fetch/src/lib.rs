@@ -29,7 +29,9 @@ mod tuf;
 mod verify;
 
 pub use error::{BoxError, Error, Result};
-pub use fetch::{ChunkSink, FetchOptions, FetchReport, Fetcher, Placement, RemoteBlob, Routes, VerifiedChunk};
+pub use fetch::{
+    BlobStats, ChunkSink, FetchOptions, FetchReport, Fetcher, Placement, RemoteBlob, Routes, VerifiedChunk,
+};
 pub use http::{HttpOptions, HttpTransport};
 pub use memory::{Fault, Logged, MemoryTransport};
 pub use plan::{CostModel, PlannedRange};

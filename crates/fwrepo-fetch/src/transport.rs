@@ -112,6 +112,18 @@ pub trait Transport: Send + Sync {
     fn wire(&self) -> &WireCounter;
 }
 
+/// The size of a response head in its HTTP/1.1 form: status line, each field as
+/// `name: value\r\n`, and the blank line. (Over HTTP/2 the compressed head is smaller, so
+/// counting this never undercounts.)
+pub fn head_len(status: StatusCode, headers: &HeaderMap) -> u64 {
+    let reason = status.canonical_reason().map_or(0, |r| r.len() + 1);
+    let mut n = "HTTP/1.1 200".len() + reason + 2;
+    for (name, value) in headers {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    (n + 2) as u64
+}
+
 /// Bytes received by one transport: response heads and bodies as received, and the number of
 /// requests sent. Cheap to clone; clones share the counts.
 #[derive(Clone, Debug, Default)]
@@ -147,17 +159,9 @@ impl WireCounter {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a response head as its HTTP/1.1 form has it on the wire: status line, each
-    /// field as `name: value\r\n`, and the blank line. (Over HTTP/2 the compressed head is
-    /// smaller, so this never undercounts.)
+    /// Counts a response head ([`head_len`]).
     pub fn add_head(&self, status: StatusCode, headers: &HeaderMap) {
-        let reason = status.canonical_reason().map_or(0, |r| r.len() + 1);
-        let mut n = "HTTP/1.1 200".len() + reason + 2;
-        for (name, value) in headers {
-            n += name.as_str().len() + 2 + value.len() + 2;
-        }
-        n += 2;
-        self.0.head.fetch_add(n as u64, Ordering::Relaxed);
+        self.0.head.fetch_add(head_len(status, headers), Ordering::Relaxed);
     }
 
     pub fn add_body(&self, n: u64) {

@@ -74,6 +74,14 @@ async fn a_chunk_shared_by_several_targets_is_fetched_once() {
     assert_eq!(sink.assemble(&blobs[1], &none), b);
     let placed: usize = sink.chunks.lock().unwrap().values().map(|(_, p)| p.len()).sum();
     assert_eq!(placed, total);
+    // Per blob: the shared chunks count where they were fetched, and the parts add up.
+    let [sa, sb] = [report.blobs[0], report.blobs[1]];
+    assert_eq!(sa.chunks_fetched, blobs[0].index.chunks.iter().map(|c| c.0).collect::<HashSet<_>>().len() as u64);
+    assert_eq!(sa.chunks_fetched + sb.chunks_fetched, report.chunks_fetched);
+    assert_eq!(sa.body_bytes + sb.body_bytes, report.body_bytes);
+    assert_eq!(sa.requests + sb.requests, report.requests);
+    assert!(sa.head_bytes > 0 && sb.head_bytes > 0);
+    assert!(sb.chunk_bytes_fetched < b.len() as u64 / 2, "b's copies of the common part came from a");
 }
 
 #[tokio::test]
