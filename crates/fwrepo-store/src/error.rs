@@ -50,6 +50,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("chunk {chunk} ({len} bytes) does not hash to its id")]
+    ChunkMismatch { chunk: Digest, len: u64 },
+    #[error("blob {blob} does not match what was expected: {reason}")]
+    BlobMismatch { blob: Digest, reason: String },
     #[error("{what} is too large: {len} bytes, at most {max}")]
     TooLarge { what: &'static str, len: u64, max: u64 },
 }

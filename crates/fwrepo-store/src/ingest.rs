@@ -106,7 +106,7 @@ impl Store {
         }
     }
 
-    fn commit(&self, w: &mut Writer, mut txn: Txn, mut batch: WriteBatch) -> Result<()> {
+    pub(crate) fn commit(&self, w: &mut Writer, mut txn: Txn, mut batch: WriteBatch) -> Result<()> {
         let done = w.prepare_commit(&self.packs, &mut txn, &mut batch, &self.db).and_then(|()| {
             // The chunks are durable now; one synced batch makes them and the blob visible.
             self.db.write(batch, true).map_err(Error::from)
@@ -307,7 +307,7 @@ impl Store {
 }
 
 impl Store {
-    fn has_chunk(&self, cf: &fwrepo_db::ColumnFamily, id: &Digest) -> Result<bool> {
+    pub(crate) fn has_chunk(&self, cf: &fwrepo_db::ColumnFamily, id: &Digest) -> Result<bool> {
         let found = self.db.rocks().get_pinned_cf(cf, id.as_bytes()).map_err(|e| self.db.err(e))?;
         Ok(found.is_some())
     }

@@ -6,6 +6,7 @@ mod corruption;
 mod dedup;
 mod errors;
 mod gc;
+mod import;
 mod roundtrip;
 
 use std::path::Path;
