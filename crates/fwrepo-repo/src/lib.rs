@@ -244,6 +244,7 @@ impl Repo {
         if self.catalog.release(&manifest.id)?.is_some() {
             return Err(Error::DuplicateRelease { release: manifest.id.to_string() });
         }
+        let sizes = self.store.config().chunk_sizes;
         let mut components = Vec::new();
         let mut targets = Vec::new();
         let mut report = Vec::new();
@@ -259,6 +260,15 @@ impl Repo {
                     version: c.version.as_str().to_owned(),
                     models: c.models.iter().map(|m| m.to_string()).collect(),
                 },
+                release_info: Some(fwrepo_tuf::ReleaseInfo {
+                    name: manifest.name.clone(),
+                    date: manifest.date.to_string(),
+                }),
+                chunker: Some(fwrepo_tuf::ChunkerSizes {
+                    min_size: sizes.min_size,
+                    avg_size: sizes.avg_size,
+                    max_size: sizes.max_size,
+                }),
             };
             targets.push((
                 c.target.clone(),

@@ -22,8 +22,8 @@ pub use builder::{Config, Expiries, MetadataFile, Repository, RoleSpec, RootSpec
 pub use error::{Error, Result};
 pub use keys::{PublicKey, Signature, SigningKey};
 pub use metadata::{
-    Component, DelegatedRole, Delegations, FwCustom, MetaFile, Metadata, Root, Signed, Snapshot, TargetFile, Targets,
-    Timestamp,
+    ChunkerSizes, Component, DelegatedRole, Delegations, FwCustom, MetaFile, Metadata, ReleaseInfo, Root, Signed,
+    Snapshot, TargetFile, Targets, Timestamp,
 };
 pub use names::{KeyId, RoleName, Sha256, TargetPath};
 pub use updater::{FileRequest, Limits, Lookup, TargetInfo, TargetVerifier, Updater};

@@ -263,6 +263,31 @@ pub struct FwCustom {
     pub release: String,
     /// Component facts.
     pub component: Component,
+    /// Release facts, signed so that a mirror or a client rebuilds the catalog from metadata
+    /// alone. Absent in targets published before they were added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_info: Option<ReleaseInfo>,
+    /// The chunker sizes the repository cuts blobs with, so a client cuts its seed files the
+    /// same way and finds the chunks it already has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker: Option<ChunkerSizes>,
+}
+
+/// Release facts carried in [`FwCustom`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    /// Display name, e.g. `Service Pack for ProLiant 2014.02.0`.
+    pub name: String,
+    /// Release date, ISO 8601 (`2014-02-17`).
+    pub date: String,
+}
+
+/// FastCDC sizes in bytes, as fixed at the repository's `init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerSizes {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
 }
 
 /// Component facts carried in [`FwCustom`].

@@ -255,3 +255,25 @@ fn export_writes_a_consistent_snapshot_tree_and_replaces_an_earlier_one() {
     assert!(repo.export(&precious).is_err());
     assert_eq!(std::fs::read(precious.join("notes.txt")).unwrap(), b"keep");
 }
+
+#[test]
+fn targets_carry_signed_release_facts_and_chunker_sizes() {
+    let f = fixture();
+    let repo = Repo::open(&f.data).unwrap();
+    let m = Manifest::load(&f.synthetic(0)).unwrap();
+    repo.publish(&m, &f.online(), &f.keys, t0()).unwrap();
+    let sizes = repo.store().config().chunk_sizes;
+    let targets = repo.targets().unwrap();
+    let firmware: Vec<_> = targets.values().filter_map(|t| t.fw_custom()).collect();
+    assert_eq!(firmware.len(), m.components.len());
+    for c in firmware {
+        let info = c.release_info.expect("release facts are signed");
+        assert_eq!(info.name, m.name);
+        assert_eq!(info.date, m.date.to_string());
+        let chunker = c.chunker.expect("chunker sizes are signed");
+        assert_eq!(
+            (chunker.min_size, chunker.avg_size, chunker.max_size),
+            (sizes.min_size, sizes.avg_size, sizes.max_size)
+        );
+    }
+}

@@ -89,6 +89,8 @@ pub fn firmware(name: &str) -> (TargetPath, Vec<u8>, TargetFile) {
             version: "1.40".into(),
             models: vec!["ProLiant DL380p Gen8".into()],
         },
+        release_info: None,
+        chunker: None,
     };
     let file = TargetFile::describing(&bytes, Some(&custom));
     (path(name), bytes, file)
