@@ -438,7 +438,16 @@ impl Targets {
 
     fn check_extra(&self, role: &str) -> Result<()> {
         if let Some(d) = &self.delegations {
+            let mut names = std::collections::BTreeSet::new();
             for r in &d.roles {
+                // One entry per name (python-tuf refuses duplicates too): a delegation is then
+                // identified by delegator and name alone.
+                if !names.insert(&r.name) {
+                    return Err(Error::Malformed {
+                        role: role.into(),
+                        reason: format!("delegates to {} more than once", r.name),
+                    });
+                }
                 if r.name.is_top_level() {
                     return Err(Error::Malformed {
                         role: role.into(),

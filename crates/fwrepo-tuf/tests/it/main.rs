@@ -4,6 +4,7 @@
 mod attacks;
 mod cjson;
 mod common;
+mod delegation;
 mod keys;
 mod names;
 mod roundtrip;
