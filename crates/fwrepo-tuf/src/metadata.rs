@@ -505,6 +505,7 @@ impl<T: Metadata> Signed<T> {
             .map(serde_json::from_value)
             .collect::<std::result::Result<Vec<Signature>, _>>()
             .map_err(|e| malformed(format!("signatures: {e}")))?;
+        check_unique_keyids(role, &signatures)?;
         let typ = env.signed.get("_type").and_then(Value::as_str).unwrap_or_default().to_owned();
         if typ != T::TYPE {
             return Err(Error::WrongType { role: role.to_string(), expected: T::TYPE, found: typ });
@@ -529,6 +530,7 @@ impl<T: Metadata> Signed<T> {
     /// Assembles a file from a `signed` object and signatures made elsewhere (for example by
     /// a hardware token over [`Signed::canonical`] of an unsigned draft).
     pub fn from_parts(signed: T, signatures: Vec<Signature>) -> Result<Self> {
+        check_unique_keyids(&RoleName::new(T::TYPE)?, &signatures)?;
         let canonical = cjson::to_canonical(&signed)?;
         let value = serde_json::json!({ "signed": signed, "signatures": signatures });
         // Compact: every client downloads these bytes, and big targets files must stay under
@@ -569,8 +571,21 @@ impl<T: Metadata> Signed<T> {
     }
 }
 
-/// Counts valid signatures: at most one per key id, only from `keyids`, and one per distinct
-/// key material (a role listing one key under two ids still counts it once).
+/// Refuses a signature list naming one key id twice: the spec requires them unique, and a
+/// file that repeats one is malformed whatever else it carries.
+fn check_unique_keyids(role: &RoleName, signatures: &[Signature]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for sig in signatures {
+        if !seen.insert(sig.keyid) {
+            return Err(Error::DuplicateSignature { role: role.clone(), key_id: sig.keyid });
+        }
+    }
+    Ok(())
+}
+
+/// Counts valid signatures: only from `keyids`, and one per distinct key material (a role
+/// listing one key under two ids still counts it once). A list naming a key id twice is
+/// refused.
 pub fn verify_threshold(
     role: &RoleName,
     msg: &[u8],
@@ -585,16 +600,15 @@ pub fn verify_threshold(
     if signatures.len() > MAX_SIGNATURES {
         return Err(Error::TooManySignatures { role: role.clone(), count: signatures.len(), max: MAX_SIGNATURES });
     }
-    let mut counted_ids = std::collections::BTreeSet::new();
+    check_unique_keyids(role, signatures)?;
     let mut counted_keys = std::collections::BTreeSet::new();
     for sig in signatures {
-        if !keyids.contains(&sig.keyid) || counted_ids.contains(&sig.keyid) {
+        if !keyids.contains(&sig.keyid) {
             continue;
         }
         let Some(key) = keys.get(&sig.keyid) else { continue };
         let Ok(raw) = hex::decode(&sig.sig) else { continue };
         if key.verify(msg, &raw) {
-            counted_ids.insert(sig.keyid);
             counted_keys.insert(key.material());
         }
     }

@@ -368,6 +368,12 @@ fn threshold_not_met_refused_by_builder() {
     assert!(matches!(err, Error::ThresholdNotMet { valid: 1, threshold: 2, .. }), "{err}");
 }
 
+/// A metadata file with exactly these signatures, bypassing [`Signed::from_parts`] (which
+/// refuses the hostile lists the fixtures need).
+fn raw_file<T: serde::Serialize>(signed: &T, signatures: &[Signature]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "signed": signed, "signatures": signatures })).unwrap()
+}
+
 /// duplicate-signatures: targets needs 2 of 2 keys; targets v2 carries the same valid
 /// signature of one key twice.
 fn fixture_duplicate_signatures() -> Server {
@@ -377,18 +383,56 @@ fn fixture_duplicate_signatures() -> Server {
         &resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]),
     )
     .unwrap();
-    let twice =
-        Signed::from_parts(once.signed.clone(), vec![once.signatures[0].clone(), once.signatures[0].clone()]).unwrap();
-    cascade_targets(&mut server, &keys, twice.bytes().to_vec(), 2);
+    let twice = raw_file(&once.signed, &[once.signatures[0].clone(), once.signatures[0].clone()]);
+    cascade_targets(&mut server, &keys, twice, 2);
     server
 }
 
 #[test]
-fn duplicate_signatures_count_once() {
+fn duplicate_signatures_do_not_meet_a_threshold() {
     let server = fixture_duplicate_signatures();
     let mut up = client(&root_v1(&server), t0());
     let err = refresh(&server, &mut up).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, threshold: 2, .. }), "{err}");
+    assert!(matches!(err, Error::DuplicateSignature { ref role, .. } if role.as_str() == "targets"), "{err}");
+}
+
+/// duplicate-signature-keyids: targets (threshold 1) v2 carries its valid signature and, under
+/// the same key id, a second entry of garbage. Every signature present is from a known key,
+/// and one is valid, but the list names one key id twice.
+fn fixture_duplicate_signature_keyids() -> Server {
+    let (keys, _repo, mut server) = fresh_repo(Config::default());
+    let t = resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]);
+    let t = Signed::<Targets>::from_bytes(&RoleName::targets(), &t).unwrap();
+    let mut junk = t.signatures[0].clone();
+    junk.sig = "00".repeat(64);
+    cascade_targets(&mut server, &keys, raw_file(&t.signed, &[junk, t.signatures[0].clone()]), 2);
+    server
+}
+
+#[test]
+fn duplicate_signature_keyids_are_refused() {
+    let server = fixture_duplicate_signature_keyids();
+    let mut up = client(&root_v1(&server), t0());
+    let err = refresh(&server, &mut up).unwrap_err();
+    assert!(matches!(err, Error::DuplicateSignature { ref role, .. } if role.as_str() == "targets"), "{err}");
+    // Neither can such a list be assembled, nor does it verify when handed over directly.
+    let t = Signed::<Targets>::from_bytes(&RoleName::targets(), server.get("2.targets.json").unwrap());
+    assert!(matches!(t, Err(Error::DuplicateSignature { .. })));
+    let (keys, repo, _) = fresh_repo(Config::default());
+    let targets = repo.targets();
+    let twice = vec![targets.signatures[0].clone(), targets.signatures[0].clone()];
+    assert!(matches!(Signed::from_parts(targets.signed.clone(), twice.clone()), Err(Error::DuplicateSignature { .. })));
+    let root = &repo.root().signed;
+    let err = fwrepo_tuf::metadata::verify_threshold(
+        &RoleName::targets(),
+        targets.canonical(),
+        &twice,
+        &root.keys,
+        &[keys.targets.key_id()],
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::DuplicateSignature { .. }), "{err}");
 }
 
 #[test]
@@ -416,7 +460,7 @@ fn fixture_too_many_signatures() -> Server {
     let t = resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]);
     let t = Signed::<Targets>::from_bytes(&RoleName::targets(), &t).unwrap();
     let sigs = vec![t.signatures[0].clone(); MAX_SIGNATURES + 1];
-    cascade_targets(&mut server, &keys, Signed::from_parts(t.signed, sigs).unwrap().bytes().to_vec(), 2);
+    cascade_targets(&mut server, &keys, raw_file(&t.signed, &sigs), 2);
     server
 }
 
