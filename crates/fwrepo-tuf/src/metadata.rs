@@ -164,21 +164,78 @@ impl MetaFile {
         Self { version, length: Some(bytes.len() as u64), hashes: Some(hashes), extra: Map::new() }
     }
 
-    /// Checks `bytes` against the recorded length and sha256. Recorded hashes without sha256
-    /// are refused: an algorithm this crate cannot check must not pass as a match.
+    /// Checks `bytes` against the recorded length and every recorded hash this crate knows
+    /// (sha256, sha512). Recorded hashes of which it knows none are refused: an algorithm it
+    /// cannot check must not pass as a match.
     pub(crate) fn check_bytes(&self, role: &RoleName, referrer: &RoleName, bytes: &[u8]) -> Result<()> {
         let mismatch = |what| Error::MetaMismatch { role: role.clone(), referrer: referrer.clone(), what };
         if self.length.is_some_and(|length| bytes.len() as u64 != length) {
             return Err(mismatch("length"));
         }
         if let Some(hashes) = &self.hashes {
-            let sha = hashes.get("sha256").ok_or_else(|| mismatch("hashes (no sha256 recorded)"))?;
-            if *sha != Sha256::of(bytes).to_string() {
-                return Err(mismatch("sha256"));
+            let known = known_hashes(hashes).map_err(|_| mismatch("hashes (no well-formed sha256 or sha512)"))?;
+            for (alg, expected) in known {
+                if alg.digest_hex(bytes) != expected {
+                    return Err(mismatch(alg.name()));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// A hash algorithm this crate verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashAlg {
+    Sha256,
+    Sha512,
+}
+
+impl HashAlg {
+    /// Its name in `hashes`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Lowercase hex digest of `bytes`.
+    pub(crate) fn digest_hex(self, bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        match self {
+            Self::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
+            Self::Sha512 => hex::encode(sha2::Sha512::digest(bytes)),
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Self::Sha256 => 64,
+            Self::Sha512 => 128,
+        }
+    }
+}
+
+/// The entries of `hashes` this crate can check, sha256 first. Unknown algorithms are passed
+/// over; a known one whose value is not lowercase hex of its length (it may become part of a
+/// file name) fails the whole list, and so does a list with no known algorithm.
+pub(crate) fn known_hashes(hashes: &BTreeMap<String, String>) -> std::result::Result<Vec<(HashAlg, &str)>, String> {
+    let mut out = Vec::new();
+    for alg in [HashAlg::Sha256, HashAlg::Sha512] {
+        if let Some(v) = hashes.get(alg.name()) {
+            let hex_ok =
+                v.len() == alg.hex_len() && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_ok {
+                return Err(format!("{} is not {} lowercase hex digits", alg.name(), alg.hex_len()));
+            }
+            out.push((alg, v.as_str()));
+        }
+    }
+    if out.is_empty() {
+        return Err("no sha256 or sha512 in its hashes".into());
+    }
+    Ok(out)
 }
 
 /// The timestamp role.
@@ -283,8 +340,8 @@ pub struct Component {
 pub struct TargetFile {
     /// Exact length in bytes.
     pub length: u64,
-    /// Hashes of the content; this crate writes only `sha256` (python-tuf refuses algorithms
-    /// it does not know) and requires it when verifying.
+    /// Hashes of the content; this crate writes only `sha256` (every client knows it) and,
+    /// when verifying, checks every listed `sha256` and `sha512` and needs at least one.
     pub hashes: BTreeMap<String, String>,
     /// Application data; fwrepo writes [`FwCustom`], others may write anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,8 +22,10 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::metadata::{MetaFile, Metadata, RoleKeys, Root, Signed, Snapshot, TargetFile, Targets, Timestamp};
-use crate::names::{RoleName, Sha256, TargetPath};
+use crate::metadata::{
+    HashAlg, MetaFile, Metadata, RoleKeys, Root, Signed, Snapshot, TargetFile, Targets, Timestamp, known_hashes,
+};
+use crate::names::{RoleName, TargetPath};
 
 /// Caps on what the updater accepts; defaults are python-tuf's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,40 +99,48 @@ pub struct TargetInfo {
 }
 
 impl TargetInfo {
-    /// Name to download: `DIR/<sha256>.<name>` under consistent snapshots, else the path.
+    /// Name to download: `DIR/<hash>.<name>` under consistent snapshots (the sha256 when
+    /// listed, else the sha512), else the path.
     pub fn download_name(&self, consistent_snapshot: bool) -> Result<String> {
         if !consistent_snapshot {
             return Ok(self.path.to_string());
         }
-        Ok(layout::target_file(&self.path, &self.sha256()?))
+        let (_, hash) = self.known_hashes()?[0];
+        Ok(layout::target_file_hex(&self.path, hash))
     }
 
-    fn sha256(&self) -> Result<Sha256> {
-        self.file.sha256().ok_or_else(|| Error::TargetMismatch {
-            path: self.path.to_string(),
-            reason: "no sha256 in its metadata".into(),
-        })
+    fn known_hashes(&self) -> Result<Vec<(HashAlg, &str)>> {
+        known_hashes(&self.file.hashes).map_err(|reason| Error::TargetMismatch { path: self.path.to_string(), reason })
     }
 
-    /// Checks downloaded bytes: length first (without hashing an over-long download), then sha256.
+    /// Checks downloaded bytes: length first (without hashing an over-long download), then
+    /// every listed hash this crate knows.
     pub fn verify(&self, bytes: &[u8]) -> Result<()> {
         let mut v = self.verifier()?;
         v.update(bytes)?;
         v.finish()
     }
 
-    /// A streaming check for downloads too large to hold in memory.
+    /// A streaming check for downloads too large to hold in memory. Refused up front when the
+    /// target lists no hash this crate knows.
     pub fn verifier(&self) -> Result<TargetVerifier> {
-        Ok(TargetVerifier { info: self.clone(), expected: self.sha256()?, seen: 0, hasher: sha2::Sha256::default() })
+        let mut v = TargetVerifier { info: self.clone(), seen: 0, sha256: None, sha512: None };
+        for (alg, expected) in self.known_hashes()? {
+            match alg {
+                HashAlg::Sha256 => v.sha256 = Some((sha2::Sha256::default(), expected.to_owned())),
+                HashAlg::Sha512 => v.sha512 = Some((sha2::Sha512::default(), expected.to_owned())),
+            }
+        }
+        Ok(v)
     }
 }
 
-/// Streams a target download through its length cap and SHA-256.
+/// Streams a target download through its length cap and every listed hash it knows.
 pub struct TargetVerifier {
     info: TargetInfo,
-    expected: Sha256,
     seen: u64,
-    hasher: sha2::Sha256,
+    sha256: Option<(sha2::Sha256, String)>,
+    sha512: Option<(sha2::Sha512, String)>,
 }
 
 impl TargetVerifier {
@@ -142,11 +152,16 @@ impl TargetVerifier {
         if self.seen > self.info.file.length {
             return Err(Error::TargetTooLong { path: self.info.path.to_string(), expected: self.info.file.length });
         }
-        self.hasher.update(chunk);
+        if let Some((h, _)) = &mut self.sha256 {
+            h.update(chunk);
+        }
+        if let Some((h, _)) = &mut self.sha512 {
+            h.update(chunk);
+        }
         Ok(())
     }
 
-    /// Checks the total length and the hash.
+    /// Checks the total length and the hashes.
     pub fn finish(self) -> Result<()> {
         use sha2::Digest as _;
         let path = self.info.path.to_string();
@@ -156,9 +171,17 @@ impl TargetVerifier {
                 reason: format!("{} bytes, signed length is {}", self.seen, self.info.file.length),
             });
         }
-        let got = Sha256::from_bytes(self.hasher.finalize().into());
-        if got != self.expected {
-            return Err(Error::TargetMismatch { path, reason: format!("sha256 {got}, signed {}", self.expected) });
+        let mut results = Vec::new();
+        if let Some((h, expected)) = self.sha256 {
+            results.push(("sha256", hex::encode(h.finalize()), expected));
+        }
+        if let Some((h, expected)) = self.sha512 {
+            results.push(("sha512", hex::encode(h.finalize()), expected));
+        }
+        for (alg, got, expected) in results {
+            if got != expected {
+                return Err(Error::TargetMismatch { path, reason: format!("{alg} {got}, signed {expected}") });
+            }
         }
         Ok(())
     }

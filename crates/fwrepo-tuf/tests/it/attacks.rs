@@ -17,6 +17,26 @@ fn resign<T: Metadata>(bytes: &[u8], role: &str, edit: impl FnOnce(&mut T), keys
     Signed::sign(signed, keys).unwrap().bytes().to_vec()
 }
 
+/// [`resign`] for other test modules.
+pub fn resign_with<T: Metadata>(bytes: &[u8], role: &str, edit: impl FnOnce(&mut T), keys: &[&SigningKey]) -> Vec<u8> {
+    resign(bytes, role, edit, keys)
+}
+
+/// Publishes `snap_bytes` as snapshot `version` with the next timestamp describing it.
+pub fn publish_snapshot(server: &mut Server, keys: &Keys, snap_bytes: Vec<u8>, version: u64) {
+    let ts = resign::<Timestamp>(
+        server.get("timestamp.json").unwrap(),
+        "timestamp",
+        |t| {
+            t.version += 1;
+            t.meta.insert("snapshot.json".into(), MetaFile::describing(version, &snap_bytes));
+        },
+        &[&keys.timestamp],
+    );
+    server.files.insert(format!("{version}.snapshot.json"), snap_bytes);
+    server.files.insert("timestamp.json".into(), ts);
+}
+
 fn current_timestamp(server: &Server) -> Timestamp {
     Signed::<Timestamp>::from_bytes(&RoleName::timestamp(), server.get("timestamp.json").unwrap()).unwrap().signed
 }

@@ -5,6 +5,7 @@ mod attacks;
 mod cjson;
 mod common;
 mod delegation;
+mod hashes;
 mod keys;
 mod names;
 mod roundtrip;
