@@ -390,7 +390,8 @@ pub struct DelegatedRole {
     /// When true, a search that reaches this role stops here.
     #[serde(default)]
     pub terminating: bool,
-    /// Glob patterns of the target paths it may sign (`*`, `?`, per `/` segment).
+    /// Unix filename patterns of the target paths it may sign, per `/` segment (see
+    /// [`crate::pattern`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
     /// Hex prefixes of SHA-256(target path) it may sign.
@@ -408,40 +409,8 @@ impl DelegatedRole {
             let hash = path.path_hash();
             return prefixes.iter().any(|p| hash.starts_with(p.as_str()));
         }
-        self.paths.as_ref().is_some_and(|ps| ps.iter().any(|p| glob_match(p, path.as_str())))
+        self.paths.as_ref().is_some_and(|ps| ps.iter().any(|p| crate::pattern::path_matches(p, path.as_str())))
     }
-}
-
-/// Segment-wise glob: `*` matches within one segment, `?` one character; same number of `/`
-/// segments on both sides, as python-tuf matches.
-fn glob_match(pattern: &str, path: &str) -> bool {
-    let ps: Vec<&str> = pattern.split('/').collect();
-    let ts: Vec<&str> = path.split('/').collect();
-    ps.len() == ts.len()
-        && ps.iter().zip(&ts).all(|(p, t)| seg_match(&p.chars().collect::<Vec<_>>(), &t.chars().collect::<Vec<_>>()))
-}
-
-fn seg_match(p: &[char], t: &[char]) -> bool {
-    // Iterative wildcard match with one backtrack point: linear-ish, no recursion blow-up on
-    // hostile patterns.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// `delegations` of a targets role.
@@ -674,22 +643,4 @@ pub fn verify_threshold(
         return Err(Error::ThresholdNotMet { role: role.clone(), valid, threshold });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::seg_match;
-
-    #[test]
-    fn glob_segments() {
-        let m = |p: &str, t: &str| seg_match(&p.chars().collect::<Vec<_>>(), &t.chars().collect::<Vec<_>>());
-        assert!(m("*.bin", "a.bin"));
-        assert!(m("a?c", "abc"));
-        assert!(m("*", ""));
-        assert!(!m("*.bin", "a.bi"));
-        assert!(m("a*b*c", "axxbyyc"));
-        assert!(!m("a*b*c", "axxbyy"));
-        assert!(super::glob_match("fw/*", "fw/x.bin"));
-        assert!(!super::glob_match("fw/*", "fw/sub/x.bin"));
-    }
 }

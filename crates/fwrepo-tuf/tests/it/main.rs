@@ -8,4 +8,5 @@ mod delegation;
 mod hashes;
 mod keys;
 mod names;
+mod patterns;
 mod roundtrip;
