@@ -405,7 +405,7 @@ impl Updater {
         let name = if self.root.signed.consistent_snapshot {
             layout::versioned_file(role, meta.version)
         } else {
-            format!("{role}.json")
+            layout::unversioned_file(role)
         };
         FileRequest { role: role.clone(), name, max_length: meta.length.unwrap_or(default_max).min(default_max) }
     }

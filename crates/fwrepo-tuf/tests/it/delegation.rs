@@ -110,3 +110,57 @@ fn duplicate_delegated_role_names_are_refused() {
     let err = refresh(&server, &mut up).unwrap_err();
     assert!(matches!(err, Error::Malformed { ref reason, .. } if reason.contains("more than once")), "{err}");
 }
+
+/// odd-role-names: targets delegates `a/*`, `b/*`, `c/*` and `d/*` to roles named
+/// `/delegatedrole`, `../delegatedrole`, `a?b#c` and `rôle`, each listing one target; the
+/// files are published under python-tuf's encoded names.
+fn fixture_odd_role_names() -> crate::common::Server {
+    let keys = Keys::new();
+    let mut server = fresh_repo(Config::default()).2;
+    let names = [("/delegatedrole", "a"), ("../delegatedrole", "b"), ("a?b#c", "c"), ("rôle", "d")];
+    let top = targets_role(
+        true,
+        &[],
+        names.iter().map(|(n, dir)| delegation(n, &[&format!("{dir}/*")], &[&keys.targets], false)).collect(),
+    );
+    let mut roles = vec![TreeRole { name: "targets", targets: top, signers: vec![&keys.targets] }];
+    for (name, dir) in names {
+        let file = format!("{dir}/x.bin");
+        roles.push(TreeRole { name, targets: targets_role(false, &[&file], vec![]), signers: vec![&keys.targets] });
+    }
+    publish_tree(&mut server, &keys, roles);
+    server
+}
+
+#[test]
+fn odd_delegated_role_names_are_percent_encoded() {
+    let server = fixture_odd_role_names();
+    let mut up = client(&root_v1(&server), t0());
+    refresh(&server, &mut up).unwrap();
+    for (dir, role, file) in [
+        ("a", "/delegatedrole", "1.%2Fdelegatedrole.json"),
+        ("b", "../delegatedrole", "1...%2Fdelegatedrole.json"),
+        ("c", "a?b#c", "1.a%3Fb%23c.json"),
+        ("d", "rôle", "1.r%C3%B4le.json"),
+    ] {
+        let p = path(&format!("{dir}/x.bin"));
+        match up.find_target(&p).unwrap() {
+            Lookup::NeedRole { role: r, request, .. } => assert_eq!((r.as_str(), request.name.as_str()), (role, file)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(find(&server, &mut up, &p).unwrap().unwrap().role.as_str(), role);
+    }
+}
+
+#[test]
+fn empty_delegated_role_name_is_refused() {
+    // empty-role-name: targets, validly signed, delegating to a role named "".
+    let keys = Keys::new();
+    let top = targets_role(true, &[], vec![delegation("x", &["a/*"], &[&keys.targets], false)]);
+    let mut value = serde_json::to_value(&top).unwrap();
+    value["delegations"]["roles"][0]["name"] = serde_json::json!("");
+    let sig = keys.targets.sign(&fwrepo_tuf::cjson::encode(&value).unwrap());
+    let bytes = serde_json::to_vec(&serde_json::json!({"signed": value, "signatures": [sig]})).unwrap();
+    let err = fwrepo_tuf::Signed::<fwrepo_tuf::Targets>::from_bytes(&RoleName::targets(), &bytes).unwrap_err();
+    assert!(matches!(err, Error::Malformed { ref reason, .. } if reason.contains("empty")), "{err}");
+}
