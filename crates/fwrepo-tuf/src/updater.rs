@@ -346,7 +346,13 @@ impl Updater {
         let role = RoleName::timestamp();
         let file = Signed::<Timestamp>::from_bytes(&role, bytes)?;
         verify_role(&file, &role, &self.root.signed, &role)?;
+        // A stored file replaces whatever this run had accepted: everything after it must be
+        // accepted again.
         self.timestamp = Some(file);
+        self.timestamp_updated = false;
+        self.snapshot_current = false;
+        self.targets.clear();
+        self.edges.clear();
         Ok(())
     }
 
@@ -358,6 +364,8 @@ impl Updater {
         verify_role(&file, &role, &self.root.signed, &role)?;
         self.snapshot_current = self.timestamp.as_ref().is_some_and(|t| names_snapshot(t, &file));
         self.snapshot = Some(file);
+        self.targets.clear();
+        self.edges.clear();
         Ok(())
     }
 

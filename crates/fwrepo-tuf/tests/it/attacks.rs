@@ -766,3 +766,19 @@ fn key_replaced_under_same_keyid_is_rotated() {
     // The stored timestamp was signed by the key that is gone.
     assert!(matches!(up.load_trusted_timestamp(&stored), Err(Error::ThresholdNotMet { .. })));
 }
+
+#[test]
+fn stored_timestamp_offered_late_does_not_count_as_updated() {
+    // late-stored-timestamp: after this run's timestamp update, the caller offers a stored
+    // (expired) timestamp; it must not be taken as checked.
+    let server = fixture_expired("timestamp");
+    let stored = server.get("timestamp.json").unwrap().to_vec();
+    let mut up = client(&root_v1(&server), t0() + TimeDelta::days(2));
+    up.finish_root().unwrap();
+    assert!(up.update_timestamp(&stored).is_err());
+    let mut up = client(&root_v1(&server), t0());
+    up.finish_root().unwrap();
+    up.update_timestamp(&stored).unwrap();
+    up.load_trusted_timestamp(&stored).unwrap();
+    assert!(matches!(up.snapshot_request(), Err(Error::OutOfOrder { .. })));
+}
