@@ -74,7 +74,8 @@ pub enum Lookup {
     /// The target, as signed by `role`.
     Found(TargetInfo),
     /// The search needs delegated `role` (delegated by `delegator`): fetch `request`, give it
-    /// to [`Updater::update_delegated_targets`], then search again.
+    /// to [`Updater::update_delegated_targets`], then search again. A role already loaded
+    /// through another delegator is asked for again, to be verified against this one.
     NeedRole {
         /// Role to load.
         role: RoleName,
