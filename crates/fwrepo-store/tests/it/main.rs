@@ -6,6 +6,7 @@ mod corruption;
 mod dedup;
 mod errors;
 mod gc;
+mod packs;
 mod roundtrip;
 
 use std::path::Path;
