@@ -323,6 +323,9 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// Stops an export into `OUT` at one step, as a crash there would.
+    type Crash = fn(&Path);
+
     /// Writes a stand-in export tree whose every file names generation `tag`.
     fn write(dir: &Path, tag: &str) {
         for file in ["metadata/1.root.json", "metadata/timestamp.json", "targets/a/x.bin"] {
@@ -363,31 +366,21 @@ mod tests {
         let out = tmp.path().join("out");
         export(&out, "v1");
         let mut n = 1;
-        // Each closure stops an export at one step, as a crash there would.
-        let crashes: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-            ("after prepare", Box::new(|out: &Path| drop(Swap::prepare(out).unwrap()))),
-            (
-                "mid-write",
-                Box::new(|out: &Path| {
-                    let swap = Swap::prepare(out).unwrap();
-                    write_synced(&swap.dir().join("metadata/1.root.json"), &[b"partial"]).unwrap();
-                }),
-            ),
-            (
-                "after write",
-                Box::new(|out: &Path| {
-                    let swap = Swap::prepare(out).unwrap();
-                    write(swap.dir(), "lost");
-                }),
-            ),
-            (
-                "after link",
-                Box::new(|out: &Path| {
-                    let swap = Swap::prepare(out).unwrap();
-                    write(swap.dir(), "lost");
-                    swap.link().unwrap();
-                }),
-            ),
+        let crashes: [(&str, Crash); 4] = [
+            ("after prepare", |out| drop(Swap::prepare(out).unwrap())),
+            ("mid-write", |out| {
+                let swap = Swap::prepare(out).unwrap();
+                write_synced(&swap.dir().join("metadata/1.root.json"), &[b"partial"]).unwrap();
+            }),
+            ("after write", |out| {
+                let swap = Swap::prepare(out).unwrap();
+                write(swap.dir(), "lost");
+            }),
+            ("after link", |out| {
+                let swap = Swap::prepare(out).unwrap();
+                write(swap.dir(), "lost");
+                swap.link().unwrap();
+            }),
         ];
         for (step, crash) in crashes {
             crash(&out);
