@@ -149,9 +149,14 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
     rt.block_on(async {
         let bound = fwrepo_server::bind(config).await?;
         let scheme = if bound.is_tls() { "https" } else { "http" };
-        println!("fwrepo serving {} on {scheme}://{}", a.data.data.display(), bound.local_addr());
+        // For whoever started the server; if their stdout is gone, keep serving (main.rs).
         use std::io::Write;
-        std::io::stdout().flush()?;
+        let mut out = std::io::stdout().lock();
+        let line = format!("fwrepo serving {} on {scheme}://{}", a.data.data.display(), bound.local_addr());
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            tracing::debug!(error = %e, "cannot write the address line to stdout");
+        }
+        drop(out);
         let refresher = {
             let (state, store) = (state.clone(), store.clone());
             let every = Duration::from_secs(a.refresh_secs.max(1));
