@@ -45,4 +45,4 @@ pub use revocation::Revocations;
 pub use store::{COLUMN_FAMILIES, Causes, Entitlements, ImportSummary, Lifted, SubjectRevocation};
 pub use time::UnixTime;
 pub use token::{Claims, Scope};
-pub use verify::{LEEWAY_S, MAX_TOKEN_LEN, Reject, Verifier};
+pub use verify::{LEEWAY_S, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_S, Reject, Verifier};
