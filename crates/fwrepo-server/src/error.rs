@@ -83,7 +83,9 @@ pub enum ApiError {
     /// 416 for a representation of this length.
     RangeNotSatisfiable(u64),
     /// 503 with `Retry-After`: the server cannot decide safely now (stale revocation data).
-    Unavailable { retry_after_s: u64 },
+    Unavailable {
+        retry_after_s: u64,
+    },
     /// Something broke on our side; the text is logged, never sent.
     Internal(String),
 }

@@ -231,7 +231,9 @@ impl Metrics {
         out.push_str("# HELP fwrepo_audit_errors_total Audit records that could not be written.\n");
         out.push_str("# TYPE fwrepo_audit_errors_total counter\n");
         let _ = writeln!(out, "fwrepo_audit_errors_total {}", self.audit_errors.load(Relaxed));
-        out.push_str("# HELP fwrepo_revocations_age_seconds Seconds since revocation data last refreshed successfully.\n");
+        out.push_str(
+            "# HELP fwrepo_revocations_age_seconds Seconds since revocation data last refreshed successfully.\n",
+        );
         out.push_str("# TYPE fwrepo_revocations_age_seconds gauge\n");
         let _ = writeln!(out, "fwrepo_revocations_age_seconds {}", self.since_last_refresh().as_secs());
         out.push_str("# HELP fwrepo_refresh_failures_consecutive Refresh rounds failed since the last success.\n");

@@ -1,8 +1,8 @@
 //! CSV and JSON import/export: all-or-nothing files, precise error positions, updates.
 
 use fwrepo_entitle::{
-    AgreementId, COLUMN_FAMILIES, Causes, Entitlements, Error, ImportSummary, Issuer, Jti, Lifted, PartnerId, RecordKind,
-    Refusal, Reject, Scope, Serial, Status, TokenRequest,
+    AgreementId, COLUMN_FAMILIES, Causes, Entitlements, Error, ImportSummary, Issuer, Jti, Lifted, PartnerId,
+    RecordKind, Refusal, Reject, Scope, Serial, Status, TokenRequest,
 };
 
 use crate::support::*;
@@ -224,10 +224,7 @@ fn unrevoked_token_verifies_again() {
     let t = loaded_records();
     let issued = issuer().issue(&t.records, &credential("bolt-secret"), NOW).unwrap();
     t.records.revoke_token(&issued.claims.jti, NOW).unwrap();
-    assert_eq!(
-        verifier(t.records.revocations().unwrap()).authenticate(&issued.token, NOW),
-        Err(Reject::RevokedToken)
-    );
+    assert_eq!(verifier(t.records.revocations().unwrap()).authenticate(&issued.token, NOW), Err(Reject::RevokedToken));
     assert!(t.records.unrevoke_token(&issued.claims.jti).unwrap());
     assert!(!t.records.unrevoke_token(&issued.claims.jti).unwrap());
     assert!(!t.records.unrevoke_token(&Jti::new("never-revoked").unwrap()).unwrap());

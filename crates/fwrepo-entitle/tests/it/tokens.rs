@@ -63,7 +63,8 @@ fn token_living_longer_than_the_maximum_is_refused() {
     let day = 24 * 3600;
     // Exactly the maximum passes; one second more, ten years, or exp = i64::MAX do not.
     verify(&forge(&key, &header_json(&kid()), &claims_with(NOW.0, NOW.0, NOW.0 + day))).unwrap();
-    for (iat, exp) in [(NOW.0, NOW.0 + day + 1), (NOW.0, NOW.0 + 315_360_000), (NOW.0, i64::MAX), (i64::MIN, NOW.0 + 60)]
+    for (iat, exp) in
+        [(NOW.0, NOW.0 + day + 1), (NOW.0, NOW.0 + 315_360_000), (NOW.0, i64::MAX), (i64::MIN, NOW.0 + 60)]
     {
         let t = forge(&key, &header_json(&kid()), &claims_with(iat, NOW.0, exp));
         assert_eq!(verify(&t), Err(Reject::LifetimeTooLong), "iat {iat} exp {exp}");
