@@ -265,6 +265,17 @@ fn server_families() -> Vec<&'static str> {
     cfs
 }
 
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("shutting down: finishing in-flight requests");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,15 +327,4 @@ mod tests {
             assert!(fwrepo_db::DATA_DIR_FAMILIES.contains(&cf), "{cf} is not in fwrepo_db::DATA_DIR_FAMILIES");
         }
     }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("shutting down: finishing in-flight requests");
 }

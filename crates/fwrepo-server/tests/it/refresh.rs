@@ -124,7 +124,9 @@ fn server_on_an_old_data_dir_sees_revocations_once_the_writer_adds_the_families(
     let mut fx = Fixture::new();
     let dir = std::mem::replace(&mut fx.dir, tempfile::tempdir().unwrap());
     let big = fx.big.clone();
-    let _ = fx.shutdown();
+    let done = fx.shutdown();
+    fx.rt.block_on(done).unwrap().unwrap();
+    // Dropping the fixture releases the writer lock its state held.
     drop(fx);
     let data = dir.path().join("data");
     {
