@@ -47,6 +47,14 @@ pub struct ServerConfig {
     /// PEM private key (PKCS#8, RSA or EC) of `tls_cert`. Refused when group or others may
     /// access the file.
     pub tls_key: Option<PathBuf>,
+    /// Seconds between catching up with the writer: releases, records, revocations.
+    pub refresh_interval_s: u64,
+    /// Seconds revocation data may go without a successful refresh; past that, gated
+    /// downloads answer 503 until one succeeds (metadata stays public) and `/readyz` says
+    /// not ready. Default: 5 × `refresh_interval_s`. Must exceed `refresh_interval_s`.
+    pub revocation_max_age_s: Option<u64>,
+    /// Longest token life (`exp − iat`) accepted, in seconds: 1 to 86400 (24 h).
+    pub token_max_lifetime_s: i64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +75,9 @@ impl Default for ServerConfig {
             audit_log_keep: 8,
             tls_cert: None,
             tls_key: None,
+            refresh_interval_s: 5,
+            revocation_max_age_s: None,
+            token_max_lifetime_s: fwrepo_entitle::MAX_TOKEN_LIFETIME_S,
         }
     }
 }
@@ -99,7 +110,26 @@ impl ServerConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be set together");
         }
+        if self.refresh_interval_s == 0 {
+            return bad("refresh_interval_s must be at least 1");
+        }
+        if self.revocation_max_age_s.is_some_and(|m| m <= self.refresh_interval_s) {
+            return bad("revocation_max_age_s must be longer than refresh_interval_s");
+        }
+        if !(1..=fwrepo_entitle::MAX_TOKEN_LIFETIME_S).contains(&self.token_max_lifetime_s) {
+            return bad("token_max_lifetime_s must be 1 to 86400");
+        }
         Ok(())
+    }
+
+    /// Time between refreshes.
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_secs(self.refresh_interval_s)
+    }
+
+    /// How old revocation data may get before gated downloads fail closed.
+    pub fn revocation_max_age(&self) -> Duration {
+        Duration::from_secs(self.revocation_max_age_s.unwrap_or(self.refresh_interval_s.saturating_mul(5)))
     }
 
     pub(crate) fn header_read_timeout(&self) -> Duration {

@@ -60,6 +60,9 @@ pub enum Error {
     TlsKeyMismatch { cert: PathBuf, key: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] fwrepo_store::Error),
+    /// Rebuilding the token verifier after catching up failed.
+    #[error("refresh: {reason}")]
+    Refresh { reason: String },
 }
 
 /// Why a request failed, as far as the caller may know.
@@ -79,6 +82,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 416 for a representation of this length.
     RangeNotSatisfiable(u64),
+    /// 503 with `Retry-After`: the server cannot decide safely now (stale revocation data).
+    Unavailable {
+        retry_after_s: u64,
+    },
     /// Something broke on our side; the text is logged, never sent.
     Internal(String),
 }
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,6 +123,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ("payload_too_large", None),
             ApiError::UnsupportedMediaType => ("unsupported_media_type", Some("expected application/json".into())),
             ApiError::RangeNotSatisfiable(_) => ("range_not_satisfiable", None),
+            ApiError::Unavailable { .. } => ("unavailable", Some("temporarily unavailable, retry later".into())),
             ApiError::Internal(what) => {
                 tracing::error!(error = %what, "request failed");
                 ("internal", None)
@@ -146,6 +155,9 @@ impl ApiError {
                 let v = crate::range::unsatisfied_range(blob_len);
                 h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&v).expect("ascii"));
                 h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            ApiError::Unavailable { retry_after_s } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}
         }

@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use fwrepo_entitle::Reject;
 
@@ -84,6 +85,12 @@ pub struct Metrics {
     open_connections: AtomicI64,
     connections_total: AtomicU64,
     audit_errors: AtomicU64,
+    /// When the counters were made; refresh times are milliseconds since then.
+    epoch: Instant,
+    /// Last successful refresh (creation counts: the state starts with fresh data).
+    last_refresh_ms: AtomicU64,
+    refresh_failures_in_a_row: AtomicU64,
+    refresh_failures_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -97,6 +104,10 @@ impl Default for Metrics {
             open_connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             audit_errors: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+            refresh_failures_in_a_row: AtomicU64::new(0),
+            refresh_failures_total: AtomicU64::new(0),
         }
     }
 }
@@ -136,6 +147,28 @@ impl Metrics {
 
     pub fn audit_error(&self) {
         self.audit_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A refresh round succeeded: revocation data is fresh again.
+    pub fn refresh_succeeded(&self) {
+        self.last_refresh_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        self.refresh_failures_in_a_row.store(0, Relaxed);
+    }
+
+    pub fn refresh_failed(&self) {
+        self.refresh_failures_in_a_row.fetch_add(1, Relaxed);
+        self.refresh_failures_total.fetch_add(1, Relaxed);
+    }
+
+    /// Time since the last successful refresh (or since the counters were made).
+    pub fn since_last_refresh(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_refresh_ms.load(Relaxed)))
+    }
+
+    /// Refresh rounds failed since the last success.
+    pub fn consecutive_refresh_failures(&self) -> u64 {
+        self.refresh_failures_in_a_row.load(Relaxed)
     }
 
     /// Current number of open connections.
@@ -198,6 +231,17 @@ impl Metrics {
         out.push_str("# HELP fwrepo_audit_errors_total Audit records that could not be written.\n");
         out.push_str("# TYPE fwrepo_audit_errors_total counter\n");
         let _ = writeln!(out, "fwrepo_audit_errors_total {}", self.audit_errors.load(Relaxed));
+        out.push_str(
+            "# HELP fwrepo_revocations_age_seconds Seconds since revocation data last refreshed successfully.\n",
+        );
+        out.push_str("# TYPE fwrepo_revocations_age_seconds gauge\n");
+        let _ = writeln!(out, "fwrepo_revocations_age_seconds {}", self.since_last_refresh().as_secs());
+        out.push_str("# HELP fwrepo_refresh_failures_consecutive Refresh rounds failed since the last success.\n");
+        out.push_str("# TYPE fwrepo_refresh_failures_consecutive gauge\n");
+        let _ = writeln!(out, "fwrepo_refresh_failures_consecutive {}", self.consecutive_refresh_failures());
+        out.push_str("# HELP fwrepo_refresh_failures_total Refresh rounds failed.\n");
+        out.push_str("# TYPE fwrepo_refresh_failures_total counter\n");
+        let _ = writeln!(out, "fwrepo_refresh_failures_total {}", self.refresh_failures_total.load(Relaxed));
         out
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! `/v1/blobs/<id>`, `/v1/blobs/<id>/chunks` and `/targets/<path>` are gated in this order:
 //!
+//! 0. **Fresh revocations.** While revocation data is older than its limit (refreshes
+//!    failing), every gated request is a 503 with `Retry-After`: a revoked token must never
+//!    download because the server could not learn of its revocation.
 //! 1. **Authenticate.** No `Authorization: Bearer`, or a token that fails verification, is a
 //!    401 — before anything about the requested object is looked up, so an anonymous caller
 //!    learns nothing, not even whether the id is well formed.
@@ -148,8 +151,10 @@ where
             }
             let (status, text) = match route {
                 Route::Healthz => (StatusCode::OK, "ok\n".to_owned()),
-                Route::Readyz if state.is_ready() => (StatusCode::OK, "ready\n".to_owned()),
-                Route::Readyz => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
+                Route::Readyz => match state.not_ready_reason() {
+                    None => (StatusCode::OK, "ready\n".to_owned()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                },
                 _ => (StatusCode::OK, state.metrics().render()),
             };
             let ct = if route == Route::Metrics { "text/plain; version=0.0.4" } else { "text/plain" };
@@ -167,8 +172,9 @@ fn decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
-/// Step 1 of the gate: the bearer token's claims.
+/// Steps 0 and 1 of the gate: fresh revocation data, then the bearer token's claims.
 fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
+    state.require_fresh_revocations()?;
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -522,7 +528,7 @@ where
         }
     };
     let now = UnixTime::now();
-    match issuer.issue(records, &request, now) {
+    match issuer.issue(&records, &request, now) {
         Ok(t) => json_response(
             &TokenReply {
                 token: &t.token,

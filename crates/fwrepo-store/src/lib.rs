@@ -114,7 +114,9 @@ impl Store {
         let _lock = lock::WriterLock::acquire(dir)?;
         let packs = dir.join("packs");
         std::fs::create_dir_all(&packs).at(&packs)?;
-        drop(Db::open(&dir.join("index"), COLUMN_FAMILIES, Mode::ReadWrite)?);
+        // Every family of the data dir, so a reader started before the first write of some
+        // concern (entitlements) already has its families.
+        drop(Db::open(&dir.join("index"), fwrepo_db::DATA_DIR_FAMILIES, Mode::ReadWrite)?);
         // fwrepo.json last: until it exists the directory is not a store.
         config.save(dir)
     }
@@ -134,6 +136,10 @@ impl Store {
         let lock = if opts.read_only { None } else { Some(lock::WriterLock::acquire(dir)?) };
         let mut cfs: Vec<&str> = COLUMN_FAMILIES.to_vec();
         cfs.extend(opts.extra_column_families.iter().copied());
+        if !opts.read_only {
+            // The writer brings a data dir of an older fwrepo up to every family.
+            cfs.extend_from_slice(fwrepo_db::DATA_DIR_FAMILIES);
+        }
         let mode = if opts.read_only { Mode::ReadOnly } else { Mode::ReadWrite };
         let db = Arc::new(Db::open(&dir.join("index"), &cfs, mode)?);
         let packs = Packs::new(dir.join("packs"));

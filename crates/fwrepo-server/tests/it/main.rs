@@ -4,6 +4,7 @@ mod auth;
 mod config;
 mod downloads;
 mod range_table;
+mod refresh;
 mod routes;
 mod server;
 mod support;
