@@ -211,6 +211,15 @@ impl Fixture {
         self.request(Method::POST, path, &h, Bytes::from(body.to_owned()))
     }
 
+    /// A POST from the loopback address `src`, another client.
+    pub fn post_from(&self, src: [u8; 4], path: &str, body: &str) -> Resp {
+        let h = [("content-type", "application/json".to_owned())];
+        self.rt.block_on(async {
+            let stream = connect_from(src, self.addr).await;
+            send_on(stream, self.addr, false, Method::POST, path, &h, Bytes::from(body.to_owned())).await
+        })
+    }
+
     pub fn request(&self, method: Method, path: &str, headers: &[(&str, String)], body: Bytes) -> Resp {
         self.rt.block_on(send(self.addr, false, method, path, headers, body))
     }
@@ -230,8 +239,18 @@ impl Fixture {
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
+        self.audit_file_lines("audit.jsonl")
+    }
+
+    /// The records of one audit file (`audit.jsonl`, `audit.jsonl.1`, …).
+    pub fn audit_file_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Entitlement records, written into the store the server reads.
+    pub fn records(&self) -> Entitlements {
+        Entitlements::new(self.state.store().db().clone())
     }
 }
 
@@ -253,6 +272,27 @@ pub async fn send(
     body: Bytes,
 ) -> Resp {
     let stream = TcpStream::connect(addr).await.unwrap();
+    send_on(stream, addr, h2, method, path, headers, body).await
+}
+
+/// A connection to `addr` from the loopback address `src` (e.g. `[127, 0, 0, 2]`): another
+/// client, as far as per-client limits go.
+pub async fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((src, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One request on `stream`, a connection to `addr`.
+pub async fn send_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    h2: bool,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Resp {
     let io = TokioIo::new(stream);
     let mut req = Request::builder().method(method).uri(path);
     if !h2 {
