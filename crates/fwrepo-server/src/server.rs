@@ -465,3 +465,42 @@ impl AsyncWrite for Stamped {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The no-request timeout must not cut a response still flushing: `Stamped` notices when
+    /// the socket refuses bytes, and when it takes them again.
+    #[test]
+    fn a_refused_write_marks_output_pending() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let activity = Arc::new(Activity::new());
+            let mut stamped = Stamped { inner: server, activity: Arc::clone(&activity) };
+            let chunk = vec![7u8; 64 * 1024];
+            let mut written = 0usize;
+            // Bounded: loopback buffers are a few MB at most.
+            while written < (256 << 20) {
+                match tokio::time::timeout(Duration::from_millis(50), stamped.write(&chunk)).await {
+                    Ok(n) => written += n.unwrap(),
+                    Err(_) => break,
+                }
+            }
+            assert!(activity.write_blocked(), "socket never refused a write after {written} bytes");
+            let mut client = client;
+            let mut sink = vec![0u8; 1 << 20];
+            let mut drained = 0usize;
+            while drained < written.min(4 << 20) {
+                drained += client.read(&mut sink).await.unwrap();
+            }
+            stamped.write_all(b"x").await.unwrap();
+            assert!(!activity.write_blocked());
+        });
+    }
+}

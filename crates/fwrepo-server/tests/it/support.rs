@@ -192,6 +192,23 @@ impl Fixture {
         Fixture { rt, addr, state, big, other, empty, dir, stop: Some(stop), done: Some(done) }
     }
 
+    /// Stores a `len`-byte blob and publishes it for DL380 in a release of its own; the cached
+    /// facts are dropped so the server sees it.
+    pub fn add_blob(&self, len: usize) -> Blob {
+        let store = self.state.store();
+        let mut rng = fwrepo_synth::Rng::new(len as u64);
+        let blob = ingest(store, fwrepo_synth::firmware_image(&mut rng, len), "firmware/rom-huge.bin");
+        let release = Release {
+            id: "2025.02.0".parse().unwrap(),
+            name: "Service Pack for ProLiant 2025.02.0".into(),
+            date: "2025-02-15".parse().unwrap(),
+            components: vec![component("Huge ROM", &blob, &[DL380])],
+        };
+        Catalog::new(store.db().clone()).add_release(&release).unwrap();
+        self.state.refresh().unwrap();
+        blob
+    }
+
     /// Asks the server to shut down; returns a receiver for its result.
     pub fn shutdown(&mut self) -> oneshot::Receiver<Result<(), fwrepo_server::Error>> {
         let _ = self.stop.take().unwrap().send(());
