@@ -75,6 +75,14 @@ pub enum ApiError {
     Forbidden,
     /// Token issuance refused; the reason is safe to show.
     Refused(Refusal),
+    /// A credential this server does not accept on its own (`[tokens] require`): 403.
+    CredentialNotAccepted(&'static str),
+    /// Too many token requests: 429 with `Retry-After` in seconds.
+    TooManyRequests(u64),
+    /// The request body did not arrive within the body read timeout: 408, connection closed.
+    RequestTimeout,
+    /// `If-Match` names no current representation: 412.
+    PreconditionFailed,
     NotFound,
     MethodNotAllowed(&'static str),
     BadRequest(String),
@@ -98,7 +106,10 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::Refused(_) | ApiError::CredentialNotAccepted(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -117,6 +128,10 @@ impl ApiError {
             ApiError::Unauthenticated => ("invalid_token", None),
             ApiError::Forbidden => ("forbidden", None),
             ApiError::Refused(r) => ("refused", Some(r.as_str().to_owned())),
+            ApiError::CredentialNotAccepted(why) => ("refused", Some((*why).to_owned())),
+            ApiError::TooManyRequests(_) => ("rate_limited", None),
+            ApiError::RequestTimeout => ("request_timeout", Some("request body not received in time".into())),
+            ApiError::PreconditionFailed => ("precondition_failed", None),
             ApiError::NotFound => ("not_found", None),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", None),
             ApiError::BadRequest(reason) => ("bad_request", Some(reason.clone())),
@@ -147,6 +162,9 @@ impl ApiError {
                 // One challenge for every kind of bad token: the reason is counted in metrics,
                 // not told to the caller.
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            ApiError::TooManyRequests(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             ApiError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use fwrepo_entitle::Reject;
 
+use crate::limit::LimitedBy;
+
 /// What a request was for, as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -65,7 +67,8 @@ impl Route {
 }
 
 /// Statuses counted separately; anything else is counted as `other`.
-const STATUSES: [u16; 16] = [200, 204, 206, 304, 400, 401, 403, 404, 405, 413, 415, 416, 431, 500, 503, 0];
+const STATUSES: [u16; 19] =
+    [200, 204, 206, 304, 400, 401, 403, 404, 405, 408, 412, 413, 415, 416, 429, 431, 500, 503, 0];
 
 fn status_slot(status: u16) -> usize {
     STATUSES[..STATUSES.len() - 1].iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
@@ -91,6 +94,12 @@ pub struct Metrics {
     last_refresh_ms: AtomicU64,
     refresh_failures_in_a_row: AtomicU64,
     refresh_failures_total: AtomicU64,
+    connections_refused_per_ip: AtomicU64,
+    connections_closed_no_request: AtomicU64,
+    /// By [`LimitedBy`]: client, credential.
+    tokens_rate_limited: [AtomicU64; 2],
+    blob_facts_cached: AtomicU64,
+    blob_facts_looked_up: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -108,6 +117,11 @@ impl Default for Metrics {
             last_refresh_ms: AtomicU64::new(0),
             refresh_failures_in_a_row: AtomicU64::new(0),
             refresh_failures_total: AtomicU64::new(0),
+            connections_refused_per_ip: AtomicU64::new(0),
+            connections_closed_no_request: AtomicU64::new(0),
+            tokens_rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
+            blob_facts_cached: AtomicU64::new(0),
+            blob_facts_looked_up: AtomicU64::new(0),
         }
     }
 }
@@ -169,6 +183,29 @@ impl Metrics {
     /// Refresh rounds failed since the last success.
     pub fn consecutive_refresh_failures(&self) -> u64 {
         self.refresh_failures_in_a_row.load(Relaxed)
+    }
+
+    /// A connection closed at accept because its client already held its share.
+    pub fn connection_refused_per_ip(&self) {
+        self.connections_refused_per_ip.fetch_add(1, Relaxed);
+    }
+
+    /// A connection closed because no request was in progress for too long.
+    pub fn connection_closed_no_request(&self) {
+        self.connections_closed_no_request.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn token_rate_limited(&self, by: LimitedBy) {
+        let slot = match by {
+            LimitedBy::Client => 0,
+            LimitedBy::Credential => 1,
+        };
+        self.tokens_rate_limited[slot].fetch_add(1, Relaxed);
+    }
+
+    /// A download-gate lookup of a blob's facts, answered from the cache or not.
+    pub fn blob_facts(&self, cached: bool) {
+        if cached { &self.blob_facts_cached } else { &self.blob_facts_looked_up }.fetch_add(1, Relaxed);
     }
 
     /// Current number of open connections.
@@ -242,6 +279,38 @@ impl Metrics {
         out.push_str("# HELP fwrepo_refresh_failures_total Refresh rounds failed.\n");
         out.push_str("# TYPE fwrepo_refresh_failures_total counter\n");
         let _ = writeln!(out, "fwrepo_refresh_failures_total {}", self.refresh_failures_total.load(Relaxed));
+        out.push_str("# HELP fwrepo_connections_refused_total Connections closed at accept, by reason.\n");
+        out.push_str("# TYPE fwrepo_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "fwrepo_connections_refused_total{{reason=\"per_ip\"}} {}",
+            self.connections_refused_per_ip.load(Relaxed)
+        );
+        out.push_str(
+            "# HELP fwrepo_connections_closed_no_request_total Connections closed with no request in progress for too long.\n",
+        );
+        out.push_str("# TYPE fwrepo_connections_closed_no_request_total counter\n");
+        let _ = writeln!(
+            out,
+            "fwrepo_connections_closed_no_request_total {}",
+            self.connections_closed_no_request.load(Relaxed)
+        );
+        out.push_str("# HELP fwrepo_token_requests_rate_limited_total Token requests refused with 429, by limit.\n");
+        out.push_str("# TYPE fwrepo_token_requests_rate_limited_total counter\n");
+        for (i, by) in [LimitedBy::Client, LimitedBy::Credential].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "fwrepo_token_requests_rate_limited_total{{limit=\"{}\"}} {}",
+                by.as_str(),
+                self.tokens_rate_limited[i].load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP fwrepo_blob_facts_total Download-gate lookups of blob facts, by whether the cache answered.\n",
+        );
+        out.push_str("# TYPE fwrepo_blob_facts_total counter\n");
+        let _ = writeln!(out, "fwrepo_blob_facts_total{{cache=\"hit\"}} {}", self.blob_facts_cached.load(Relaxed));
+        let _ = writeln!(out, "fwrepo_blob_facts_total{{cache=\"miss\"}} {}", self.blob_facts_looked_up.load(Relaxed));
         out
     }
 }

@@ -29,8 +29,9 @@ use fwrepo_store::{Digest, OpenOptions, Store};
 use http::HeaderValue;
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TokenRequire};
 use crate::error::{ApiError, Error};
+use crate::limit::TokenLimits;
 use crate::metrics::Metrics;
 
 /// Where signed TUF metadata comes from. `name` is a bare file name such as `timestamp.json`
@@ -77,8 +78,8 @@ impl MetadataSource for DirMetadata {
     }
 }
 
-/// Most blob and target entries cached; the caches are cleared when full (a miss costs a
-/// catalog scan and a store lookup).
+/// Most blob and target entries cached, known or not; the caches are cleared when full (a miss
+/// costs a catalog scan and a store lookup).
 const FACT_CACHE: usize = 65_536;
 
 /// What the gate and the range code need to know about a blob, cached per blob.
@@ -115,13 +116,17 @@ pub struct ServerState {
     metrics: Metrics,
     audit: Option<AuditLog>,
     blobs: Mutex<HashMap<Digest, Arc<BlobFacts>>>,
-    targets: Mutex<HashMap<String, Digest>>,
+    /// BLAKE3 of the requested name → the blob it resolves to, if any.
+    targets: Mutex<HashMap<Digest, Option<Digest>>>,
     ready: AtomicBool,
     /// Set once a refresher runs: from then on revocation data has an age limit.
     refreshed: AtomicBool,
     revocation_max_age: Duration,
     refresh_interval: Duration,
     pub(crate) max_json_body: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) token_require: TokenRequire,
+    pub(crate) token_limits: TokenLimits,
     pub(crate) timestamp_max_age: u64,
 }
 
@@ -161,6 +166,9 @@ impl ServerState {
             revocation_max_age: config.revocation_max_age(),
             refresh_interval: config.refresh_interval(),
             max_json_body: config.max_json_body_bytes,
+            body_read_timeout: config.body_read_timeout(),
+            token_require: config.tokens.require,
+            token_limits: TokenLimits::new(&config.tokens),
             timestamp_max_age: config.timestamp_max_age_s,
         })
     }
@@ -334,16 +342,19 @@ impl ServerState {
         }
     }
 
-    /// Facts about `blob`, or `None` when no release names it.
-    pub(crate) fn blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
+    /// Facts about `blob`; `models` is empty when no release names it.
+    ///
+    /// Unknown blobs take exactly the path of known ones, before any authorization: one cache
+    /// lookup, and on a miss one catalog lookup, one store lookup and one insert. So a 403 for
+    /// an unknown id costs what a 403 for an existing blob outside the token's models costs.
+    pub(crate) fn blob_facts(&self, blob: &Digest) -> Result<Arc<BlobFacts>, ApiError> {
         if let Some(f) = self.blobs.lock().unwrap_or_else(|p| p.into_inner()).get(blob) {
-            return Ok(Some(Arc::clone(f)));
+            self.metrics.blob_facts(true);
+            return Ok(Arc::clone(f));
         }
+        self.metrics.blob_facts(false);
         let backing = self.backing();
         let models = backing.catalog.blob_models(blob).map_err(ApiError::internal)?;
-        if models.is_empty() {
-            return Ok(None);
-        }
         let len = match backing.store.blob_info(blob) {
             Ok(info) => Some(info.len),
             Err(fwrepo_store::Error::UnknownBlob { .. }) => None,
@@ -356,24 +367,42 @@ impl ServerState {
             etag_header: HeaderValue::from_str(&etag).expect("hex is a valid header"),
             etag,
         });
-        // A blob the store lacks may arrive later (a mirror mid-sync): do not remember that.
-        if len.is_some() {
-            let mut map = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= FACT_CACHE {
-                map.clear();
-            }
-            map.insert(*blob, Arc::clone(&facts));
+        let mut map = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FACT_CACHE {
+            map.clear();
         }
-        Ok(Some(facts))
+        map.insert(*blob, Arc::clone(&facts));
+        Ok(facts)
+    }
+
+    /// Looks `blob` up again, past the cache: for an entitled caller whose blob the store did
+    /// not hold when it was cached (a mirror mid-sync may have it by now).
+    pub(crate) fn blob_facts_uncached(&self, blob: &Digest) -> Result<Arc<BlobFacts>, ApiError> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner()).remove(blob);
+        self.blob_facts(blob)
     }
 
     /// The blob published under consistent-snapshot name `DIR/<sha256>.<name>`, or `None`
     /// when the name does not have that shape, names no target, or its hash is not the
     /// target's.
+    ///
+    /// Names that resolve to nothing are cached too (under the BLAKE3 of the name, so a long
+    /// name costs no more memory), for the same reason as in [`ServerState::blob_facts`].
     pub(crate) fn resolve_target(&self, hashed: &str) -> Result<Option<Digest>, ApiError> {
-        if let Some(d) = self.targets.lock().unwrap_or_else(|p| p.into_inner()).get(hashed) {
-            return Ok(Some(*d));
+        let key = Digest::of(hashed.as_bytes());
+        if let Some(d) = self.targets.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(*d);
         }
+        let blob = self.lookup_target(hashed)?;
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FACT_CACHE {
+            map.clear();
+        }
+        map.insert(key, blob);
+        Ok(blob)
+    }
+
+    fn lookup_target(&self, hashed: &str) -> Result<Option<Digest>, ApiError> {
         let (dir, file) = match hashed.rsplit_once('/') {
             Some((dir, file)) => (Some(dir), file),
             None => (None, hashed),
@@ -389,11 +418,6 @@ impl ServerState {
         if entry.sha256 != sha256 {
             return Ok(None);
         }
-        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= FACT_CACHE {
-            map.clear();
-        }
-        map.insert(hashed.to_owned(), entry.blob);
         Ok(Some(entry.blob))
     }
 }
