@@ -197,7 +197,7 @@ impl Fixture {
     pub fn add_blob(&self, len: usize) -> Blob {
         let store = self.state.store();
         let mut rng = fwrepo_synth::Rng::new(len as u64);
-        let blob = ingest(store, fwrepo_synth::firmware_image(&mut rng, len), "firmware/rom-huge.bin");
+        let blob = ingest(&store, fwrepo_synth::firmware_image(&mut rng, len), "firmware/rom-huge.bin");
         let release = Release {
             id: "2025.02.0".parse().unwrap(),
             name: "Service Pack for ProLiant 2025.02.0".into(),
