@@ -333,10 +333,8 @@ pub async fn download<T: Transport>(
                         }
                         break;
                     }
-                    None if is_seed => {
-                        if seeds.forget(&src.path) {
-                            outcome.notices.push(Notice::BadSeed { path: src.path.clone() });
-                        }
+                    None if is_seed && seeds.forget(&src.path) => {
+                        outcome.notices.push(Notice::BadSeed { path: src.path.clone() });
                     }
                     None => {}
                 }

@@ -76,11 +76,12 @@ fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
         }
         if meta.is_file() {
             out.push(p);
-        } else if meta.is_dir() && depth < 16 {
-            if let Ok(rd) = fs::read_dir(&p) {
-                for e in rd.flatten() {
-                    stack.push((e.path(), depth + 1));
-                }
+        } else if meta.is_dir()
+            && depth < 16
+            && let Ok(rd) = fs::read_dir(&p)
+        {
+            for e in rd.flatten() {
+                stack.push((e.path(), depth + 1));
             }
         }
     }
