@@ -52,8 +52,10 @@ impl Catalog {
             };
             let Ok(version) = Version::new(custom.component.version.clone()) else { continue };
             let i = cat.entries.len();
-            let (name, date) =
-                custom.release_info.as_ref().map_or((String::new(), String::new()), |r| (r.name.clone(), r.date.clone()));
+            let (name, date) = custom
+                .release_info
+                .as_ref()
+                .map_or((String::new(), String::new()), |r| (r.name.clone(), r.date.clone()));
             cat.releases
                 .entry(custom.release.clone())
                 .or_insert_with(|| Release { id: custom.release.clone(), name, date, entries: Vec::new() })

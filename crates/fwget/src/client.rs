@@ -39,7 +39,8 @@ pub struct Client<T> {
 /// Builds HTTP peers from the config.
 pub fn http_client(dir: ClientDir, opts: FetchOptions) -> Result<Client<HttpTransport>> {
     let config = dir.config()?;
-    let mut http = HttpOptions { user_agent: concat!("fwget/", env!("CARGO_PKG_VERSION")).into(), ..HttpOptions::default() };
+    let mut http =
+        HttpOptions { user_agent: concat!("fwget/", env!("CARGO_PKG_VERSION")).into(), ..HttpOptions::default() };
     if let Some(ca) = &config.cacert {
         http.ca_pem = Some(std::fs::read(ca).map_err(|source| Error::Io { path: ca.clone(), source })?);
     }
@@ -131,7 +132,8 @@ pub fn inventory_of_dir(dir: &Path, cat: &Catalog) -> Result<BTreeMap<String, Ve
     let rd = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     for e in rd.flatten() {
         let Ok(meta) = e.metadata() else { continue };
-        if !meta.is_file() {
+        // A working file may hold a complete blob not yet verified and renamed: not installed.
+        if !meta.is_file() || e.file_name().to_string_lossy().starts_with(crate::seeds::WORK_PREFIX) {
             continue;
         }
         let candidates: Vec<_> = cat.entries.iter().filter(|c| c.info.file.length == meta.len()).collect();

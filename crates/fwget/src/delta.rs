@@ -106,7 +106,13 @@ impl Part {
         let name = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("target").to_owned();
         let part_path = out.join(format!("{WORK_PREFIX}{name}.part"));
         let journal_path = out.join(format!("{WORK_PREFIX}{name}.journal"));
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&part_path).map_err(io(&part_path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part_path)
+            .map_err(io(&part_path))?;
         file.set_len(blob.len()).map_err(io(&part_path))?;
         let offsets: Vec<u64> = blob.index.offsets().map(|(o, _)| o).collect();
         let n = offsets.len();
@@ -312,7 +318,11 @@ pub async fn download<T: Transport>(
     for p in &parts {
         for (i, (id, len)) in p.blob.index.chunks.iter().enumerate() {
             if p.is_done(i) {
-                local.entry(*id).or_default().push(Source { path: p.part_path.clone(), offset: p.offsets[i], len: *len });
+                local.entry(*id).or_default().push(Source {
+                    path: p.part_path.clone(),
+                    offset: p.offsets[i],
+                    len: *len,
+                });
             }
         }
     }

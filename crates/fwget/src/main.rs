@@ -258,7 +258,11 @@ async fn run(cmd: Command, dir: ClientDir, out: &Out) -> Result<()> {
             let c = online(&dir)?;
             let t = c.login(credential).await?;
             out.emit(json!({ "expires_at": t.expires_at }), || {
-                format!("logged in; token valid until {}", chrono::DateTime::from_timestamp(t.expires_at, 0).map_or_else(|| t.expires_at.to_string(), |d| d.to_rfc3339()))
+                format!(
+                    "logged in; token valid until {}",
+                    chrono::DateTime::from_timestamp(t.expires_at, 0)
+                        .map_or_else(|| t.expires_at.to_string(), |d| d.to_rfc3339())
+                )
             });
         }
         Command::Logout => {
@@ -363,11 +367,15 @@ fn plan_text(plan: &fwget::catalog::Plan) -> String {
     let mut s = format!("{} for {} ({}, {})\n", plan.release, plan.model, plan.release_name, plan.release_date);
     for i in &plan.items {
         let from = i.from.as_ref().map_or("-".to_owned(), |v| v.as_str().to_owned());
-        s.push_str(&format!("  {:<15} {}  {} -> {}  {} bytes\n", format!("{:?}", i.action), i.component, from, i.to.as_str(), i.length));
+        s.push_str(&format!(
+            "  {:<15} {}  {} -> {}  {} bytes\n",
+            format!("{:?}", i.action),
+            i.component,
+            from,
+            i.to.as_str(),
+            i.length
+        ));
     }
-    s.push_str(&format!(
-        "download: {} files, {} bytes",
-        plan.totals.download_files, plan.totals.download_bytes
-    ));
+    s.push_str(&format!("download: {} files, {} bytes", plan.totals.download_files, plan.totals.download_bytes));
     s
 }

@@ -14,18 +14,30 @@ fn catalog() -> Catalog {
     let rom2 = data(2, 20_000);
     let nic = data(3, 9_000);
     let shared = data(4, 5_000);
-    o.release("2025.01.0", "2025-01-15", &[
-        Comp { name: "System ROM", version: "1.9", models: &[DL380], bytes: &rom1 },
-        Comp { name: "NIC", version: "10.2", models: &[DL380, DL360], bytes: &nic },
-    ]);
-    o.release("2025.05.0", "2025-05-15", &[
-        Comp { name: "System ROM", version: "1.10", models: &[DL380], bytes: &rom2 },
-        Comp { name: "NIC", version: "10.2", models: &[DL380, DL360], bytes: &nic },
-        Comp { name: "Tool A", version: "2.0", models: &[DL380], bytes: &shared },
-        Comp { name: "Tool B", version: "2.0", models: &[DL380], bytes: &shared },
-    ]);
+    o.release(
+        "2025.01.0",
+        "2025-01-15",
+        &[
+            Comp { name: "System ROM", version: "1.9", models: &[DL380], bytes: &rom1 },
+            Comp { name: "NIC", version: "10.2", models: &[DL380, DL360], bytes: &nic },
+        ],
+    );
+    o.release(
+        "2025.05.0",
+        "2025-05-15",
+        &[
+            Comp { name: "System ROM", version: "1.10", models: &[DL380], bytes: &rom2 },
+            Comp { name: "NIC", version: "10.2", models: &[DL380, DL360], bytes: &nic },
+            Comp { name: "Tool A", version: "2.0", models: &[DL380], bytes: &shared },
+            Comp { name: "Tool B", version: "2.0", models: &[DL380], bytes: &shared },
+        ],
+    );
     // Same date as 2025.05.0 but a lower id as a version (5 < 10): not the newest.
-    o.release("2025.5.1", "2025-05-15", &[Comp { name: "NIC", version: "9.0", models: &[DL360], bytes: &data(5, 100) }]);
+    o.release(
+        "2025.5.1",
+        "2025-05-15",
+        &[Comp { name: "NIC", version: "9.0", models: &[DL360], bytes: &data(5, 100) }],
+    );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let c = client(tmp.path(), &o, &[]);
@@ -52,10 +64,30 @@ fn plan_table() {
     let cat = catalog();
     use Action::*;
     let cases: Vec<(&[(&str, &str)], Option<&str>, Vec<(&str, Action)>, (usize, u64))> = vec![
-        (&[], None, vec![("NIC", Install), ("System ROM", Install), ("Tool A", Install), ("Tool B", Install)], (3, 34_000)),
-        (&[("System ROM", "1.9"), ("NIC", "10.2")], None, vec![("NIC", UpToDate), ("System ROM", Upgrade), ("Tool A", Install), ("Tool B", Install)], (2, 25_000)),
-        (&[("System ROM", "1.10"), ("NIC", "10.10"), ("Tool A", "2.0"), ("Tool B", "2.0")], None, vec![("NIC", InstalledNewer), ("System ROM", UpToDate), ("Tool A", UpToDate), ("Tool B", UpToDate)], (0, 0)),
-        (&[("System ROM", "1.10")], Some("2025.01.0"), vec![("NIC", Install), ("System ROM", InstalledNewer)], (1, 9_000)),
+        (
+            &[],
+            None,
+            vec![("NIC", Install), ("System ROM", Install), ("Tool A", Install), ("Tool B", Install)],
+            (3, 34_000),
+        ),
+        (
+            &[("System ROM", "1.9"), ("NIC", "10.2")],
+            None,
+            vec![("NIC", UpToDate), ("System ROM", Upgrade), ("Tool A", Install), ("Tool B", Install)],
+            (2, 25_000),
+        ),
+        (
+            &[("System ROM", "1.10"), ("NIC", "10.10"), ("Tool A", "2.0"), ("Tool B", "2.0")],
+            None,
+            vec![("NIC", InstalledNewer), ("System ROM", UpToDate), ("Tool A", UpToDate), ("Tool B", UpToDate)],
+            (0, 0),
+        ),
+        (
+            &[("System ROM", "1.10")],
+            Some("2025.01.0"),
+            vec![("NIC", Install), ("System ROM", InstalledNewer)],
+            (1, 9_000),
+        ),
     ];
     for (inventory, release, want, (files, bytes)) in cases {
         let plan = cat.plan(DL380, &inv(inventory), release).unwrap();

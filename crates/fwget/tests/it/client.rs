@@ -115,3 +115,20 @@ fn a_config_with_an_unknown_key_is_refused() {
     let e = c.dir.config().unwrap_err();
     assert!(e.to_string().contains("mirorrs"), "{e}");
 }
+
+#[tokio::test]
+async fn a_complete_working_file_does_not_count_as_installed() {
+    let o = origin_with_release();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = client(tmp.path(), &o, &[]);
+    let (_, all) = c.refresh().await.unwrap();
+    let out = tmp.path().join("out");
+    let r = c.fetch(&all, &all, &out, &[], &()).await.unwrap();
+    let cat = fwget::catalog::Catalog::from_targets(all);
+    let installed = fwget::client::inventory_of_dir(&out, &cat).unwrap();
+    assert_eq!(installed.keys().collect::<Vec<_>>(), ["System ROM"]);
+    // Killed after the last chunk but before the rename: the bytes are right but unverified.
+    let f = &r.outcome.files[0].path;
+    std::fs::rename(f, out.join(".fwget-rom.bin.part")).unwrap();
+    assert!(fwget::client::inventory_of_dir(&out, &cat).unwrap().is_empty());
+}

@@ -15,12 +15,24 @@ fn two_releases() -> (Origin, Vec<u8>, Vec<u8>, String, String) {
     let mut o = Origin::new();
     let v1 = data(1, 300_000);
     let v2 = edited(&v1);
-    let p1 = o.release("2025.01.0", "2025-01-15", &[Comp { name: "System ROM", version: "1.0", models: &[DL380], bytes: &v1 }]);
-    let p2 = o.release("2025.05.0", "2025-05-15", &[Comp { name: "System ROM", version: "1.2", models: &[DL380], bytes: &v2 }]);
+    let p1 = o.release(
+        "2025.01.0",
+        "2025-01-15",
+        &[Comp { name: "System ROM", version: "1.0", models: &[DL380], bytes: &v1 }],
+    );
+    let p2 = o.release(
+        "2025.05.0",
+        "2025-05-15",
+        &[Comp { name: "System ROM", version: "1.2", models: &[DL380], bytes: &v2 }],
+    );
     (o, v1, v2, p1[0].to_string(), p2[0].to_string())
 }
 
-async fn fetch(c: &fwget::client::Client<MemoryTransport>, target: &str, out: &Path) -> fwget::Result<fwget::client::FetchResult> {
+async fn fetch(
+    c: &fwget::client::Client<MemoryTransport>,
+    target: &str,
+    out: &Path,
+) -> fwget::Result<fwget::client::FetchResult> {
     let (_, all) = c.refresh().await?;
     let picked = fwget::client::pick_targets(&all, &[target.to_owned()])?;
     c.fetch(&all, &picked, out, &[], &()).await
@@ -129,7 +141,9 @@ async fn a_mirror_serving_a_wrong_chunk_index_is_skipped() {
     let c = client(tmp.path(), &o, &[("mem://stale-mirror", m)]);
     let r = fetch(&c, &p2, &out).await.unwrap();
     assert_only_final(&out, &[(&file_name(&p2), &v2)]);
-    assert!(r.outcome.notices.iter().any(|n| matches!(n, Notice::BadMirror { peer, .. } if peer == "mem://stale-mirror")));
+    assert!(
+        r.outcome.notices.iter().any(|n| matches!(n, Notice::BadMirror { peer, .. } if peer == "mem://stale-mirror"))
+    );
 }
 
 #[tokio::test]

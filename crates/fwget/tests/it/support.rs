@@ -75,7 +75,8 @@ impl Origin {
     pub fn new() -> Origin {
         let keys: Vec<SigningKey> = (1..=4).map(|n| SigningKey::from_seed(&[n; 32])).collect();
         let one = |k: &SigningKey| RoleSpec::new(vec![k.public_key()], 1);
-        let spec = RootSpec { root: one(&keys[0]), timestamp: one(&keys[1]), snapshot: one(&keys[2]), targets: one(&keys[3]) };
+        let spec =
+            RootSpec { root: one(&keys[0]), timestamp: one(&keys[1]), snapshot: one(&keys[2]), targets: one(&keys[3]) };
         let ring: Vec<&SigningKey> = keys.iter().collect();
         let repo = Repository::init(&spec, &ring, now(), fwrepo_tuf::Config::default()).unwrap();
         let files = repo.files();
@@ -120,7 +121,11 @@ impl Origin {
                 release_info: Some(ReleaseInfo { name: format!("Service Pack {id}"), date: date.into() }),
                 chunker: Some(ChunkerSizes { min_size: 2048, avg_size: 8192, max_size: 32768 }),
             };
-            let slug: String = c.name.chars().map(|ch| if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '-' }).collect();
+            let slug: String = c
+                .name
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '-' })
+                .collect();
             let path = TargetPath::new(format!("firmware/{id}/{slug}-{}.bin", c.version)).unwrap();
             targets.push((path.clone(), TargetFile::describing(c.bytes, Some(&custom))));
             paths.push(path);

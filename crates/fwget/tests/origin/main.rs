@@ -39,7 +39,6 @@ struct Origin {
     tmp: tempfile::TempDir,
     releases: Vec<fwrepo_synth::Release>,
     model: String,
-    store: Arc<Store>,
 }
 
 fn origin() -> Origin {
@@ -55,7 +54,8 @@ fn origin() -> Origin {
     families.extend(fwrepo_server::column_families());
     families.sort();
     families.dedup();
-    let store = Arc::new(Store::open_with(&data, &OpenOptions { read_only: false, extra_column_families: families }).unwrap());
+    let store =
+        Arc::new(Store::open_with(&data, &OpenOptions { read_only: false, extra_column_families: families }).unwrap());
     let repo = Repo::over(store.clone());
     repo.init_metadata(&Keyring::load(&key_dir, &Role::ALL).unwrap(), 1, Utc::now()).unwrap();
     let online = Keyring::load(&key_dir, &Role::ONLINE).unwrap();
@@ -84,7 +84,7 @@ fn origin() -> Origin {
     let addr = bound.local_addr();
     rt.spawn(async move { bound.run(state, std::future::pending()).await });
     std::fs::write(tmp.path().join("1.root.json"), repo.metadata_file("1.root.json").unwrap().unwrap()).unwrap();
-    Origin { rt, addr, tmp, releases, model, store }
+    Origin { rt, addr, tmp, releases, model }
 }
 
 fn fwget(dir: &Path, args: &[&str]) -> Output {
@@ -141,7 +141,8 @@ fn init_login_refresh_plan_update_and_the_second_update_fetches_only_new_chunks(
     assert_eq!(rels["releases"][0]["id"], o.releases[1].id.as_str(), "newest first");
 
     let out = o.tmp.path().join("installed");
-    let first = ok_json(&dir, &["update", "--model", &o.model, "--out", out.to_str().unwrap(), "--release", &o.releases[0].id]);
+    let first =
+        ok_json(&dir, &["update", "--model", &o.model, "--out", out.to_str().unwrap(), "--release", &o.releases[0].id]);
     let files1 = first["files"].as_array().unwrap();
     assert!(!files1.is_empty());
     for f in files1 {
@@ -232,7 +233,11 @@ fn local_plans_agree_with_the_servers_plan() {
     ok_json(&dir, &["refresh"]);
     let (r0, r1) = (&o.releases[0], &o.releases[1]);
     let for_model = |r: &fwrepo_synth::Release| -> Vec<(String, String)> {
-        r.components.iter().filter(|c| c.models.contains(&o.model)).map(|c| (c.name.clone(), c.version.clone())).collect()
+        r.components
+            .iter()
+            .filter(|c| c.models.contains(&o.model))
+            .map(|c| (c.name.clone(), c.version.clone()))
+            .collect()
     };
     let (c0, c1) = (for_model(r0), for_model(r1));
     let table: Vec<(Vec<(String, String)>, Option<&str>)> = vec![
@@ -249,7 +254,8 @@ fn local_plans_agree_with_the_servers_plan() {
         fwrepo_fetch::FetchOptions::default(),
     );
     for (inv, release) in table {
-        let inventory: serde_json::Map<String, Value> = inv.iter().map(|(n, v)| (n.clone(), Value::from(v.clone()))).collect();
+        let inventory: serde_json::Map<String, Value> =
+            inv.iter().map(|(n, v)| (n.clone(), Value::from(v.clone()))).collect();
         let inv_path = o.tmp.path().join(format!("inv-{}.json", rand_suffix()));
         std::fs::write(&inv_path, serde_json::to_vec(&inventory).unwrap()).unwrap();
         let mut args = vec!["plan", "--model", &o.model, "--inventory", inv_path.to_str().unwrap()];
@@ -341,15 +347,22 @@ fn kill_dash_nine_at_several_points_then_resume_verifies_and_costs_about_one_dow
         }
     }
     assert!(killed >= 1, "the throttle is slow enough to kill a download");
-    let last = ok_json(&dir, &["update", "--model", &o.model, "--release", target_release, "--out", out.to_str().unwrap()]);
+    let last =
+        ok_json(&dir, &["update", "--model", &o.model, "--release", target_release, "--out", out.to_str().unwrap()]);
     let total = received.load(Ordering::Relaxed) - start;
     let mut want = 0u64;
     for c in o.releases[0].components.iter().filter(|c| c.models.contains(&o.model)) {
-        let bytes = std::fs::read(out.join(&c.file)).unwrap();
+        let bytes = std::fs::read(out.join(&c.file)).unwrap_or_else(|e| {
+            let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+            panic!("{}: {e}; out holds {names:?}; last run {last}", c.file)
+        });
         assert_eq!(bytes, c.data, "{} verifies", c.file);
         want += c.data.len() as u64;
     }
     assert!(last["files"].as_array().is_some());
     // Every run re-reads metadata and chunk indexes and loses at most the chunks in flight.
-    assert!(total as f64 <= want as f64 * 1.25 + 200_000.0, "{total} bytes through the proxy for {want} bytes of files");
+    assert!(
+        total as f64 <= want as f64 * 1.25 + 200_000.0,
+        "{total} bytes through the proxy for {want} bytes of files"
+    );
 }
