@@ -59,11 +59,14 @@ fn models_and_releases_come_from_signed_metadata_newest_first() {
     assert_eq!(ids, ["2025.5.1", "2025.05.0", "2025.01.0"], "same date: id ordered as a version, 5.1 > 05.0");
 }
 
+/// Inventory, release, expected (component, action) and (download files, bytes).
+type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, Vec<(&'a str, Action)>, (usize, u64));
+
 #[test]
 fn plan_table() {
     let cat = catalog();
     use Action::*;
-    let cases: Vec<(&[(&str, &str)], Option<&str>, Vec<(&str, Action)>, (usize, u64))> = vec![
+    let cases: Vec<Case> = vec![
         (
             &[],
             None,

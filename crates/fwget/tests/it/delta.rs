@@ -61,7 +61,7 @@ fn assert_no_unverified_final(out: &Path, good: &[&[u8]]) {
             continue;
         }
         let bytes = std::fs::read(e.path()).unwrap();
-        assert!(good.iter().any(|g| *g == bytes.as_slice()), "{name} is under a final name but unverified");
+        assert!(good.contains(&bytes.as_slice()), "{name} is under a final name but unverified");
     }
 }
 
@@ -259,7 +259,7 @@ async fn a_corrupted_seed_is_detected_and_its_chunks_fetched() {
     let picked = fwget::client::pick_targets(&all, std::slice::from_ref(&p2)).unwrap();
     // Index the seed, then corrupt it without changing size, mtime or inode.
     let params = fwget::client::signed_chunker(&all).unwrap();
-    fwget::seeds::Seeds::scan(&c.dir.seeds_path(), &[seed.clone()], params).unwrap().save().unwrap();
+    fwget::seeds::Seeds::scan(&c.dir.seeds_path(), std::slice::from_ref(&seed), params).unwrap().save().unwrap();
     let mtime = std::fs::metadata(&seed).unwrap().modified().unwrap();
     let mut bad = v1.clone();
     bad[10] ^= 0xff;
@@ -270,7 +270,7 @@ async fn a_corrupted_seed_is_detected_and_its_chunks_fetched() {
         f.write_all_at(&bad, 0).unwrap();
         f.set_modified(mtime).unwrap();
     }
-    let r = c.fetch(&all, &picked, &out, &[seed.clone()], &()).await.unwrap();
+    let r = c.fetch(&all, &picked, &out, std::slice::from_ref(&seed), &()).await.unwrap();
     assert_only_final(&out, &[(&file_name(&p2), &v2)]);
     assert!(r.outcome.notices.iter().any(|n| matches!(n, Notice::BadSeed { .. })), "{:?}", r.outcome.notices);
     assert!(r.outcome.files[0].seed_bytes > 0, "the good chunks of the seed were still used");

@@ -226,6 +226,9 @@ fn unreachable_origin_is_a_network_failure() {
     assert_eq!(out.status.code(), Some(fwget::exit::NETWORK), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Component name → installed version.
+type Inventory = Vec<(String, String)>;
+
 #[test]
 fn local_plans_agree_with_the_servers_plan() {
     let o = origin();
@@ -240,7 +243,7 @@ fn local_plans_agree_with_the_servers_plan() {
             .collect()
     };
     let (c0, c1) = (for_model(r0), for_model(r1));
-    let table: Vec<(Vec<(String, String)>, Option<&str>)> = vec![
+    let table: Vec<(Inventory, Option<&str>)> = vec![
         (vec![], None),
         (c0.clone(), None),
         (c1.clone(), None),
