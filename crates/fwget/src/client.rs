@@ -101,6 +101,7 @@ impl Transport for OfflineTransport {
 
 /// Every signed target, verified from the metadata kept by the last refresh (no network).
 pub async fn stored_targets(dir: &ClientDir) -> Result<Vec<TargetInfo>> {
+    dir.config()?; // "not initialized" rather than a missing file
     let store = dir.metadata();
     let root = dir.pinned_root()?;
     let opts = FetchOptions::default();

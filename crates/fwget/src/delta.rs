@@ -285,6 +285,15 @@ pub async fn download<T: Transport>(
     fs::create_dir_all(out).map_err(io(out))?;
     let mut outcome = Outcome::default();
     let mut parts = Vec::new();
+    let mut names = HashSet::new();
+    for (blob, ..) in &blobs {
+        if !names.insert(final_path(out, blob.target.path.as_str())) {
+            return Err(Error::Usage(format!(
+                "{}: another target of this run has the same file name; fetch it into another --out",
+                blob.target.path
+            )));
+        }
+    }
     for (blob, index_wire, index_requests) in blobs {
         let target = blob.target.path.to_string();
         let length = blob.len();

@@ -103,7 +103,8 @@ enum Command {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("credential").required(true).multiple(false).args(["serial", "agreement", "partner"])))]
 struct Login {
     #[arg(long)]
     serial: Option<String>,

@@ -132,3 +132,16 @@ async fn a_complete_working_file_does_not_count_as_installed() {
     std::fs::rename(f, out.join(".fwget-rom.bin.part")).unwrap();
     assert!(fwget::client::inventory_of_dir(&out, &cat).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_partner_logs_in_with_its_credential() {
+    let o = origin_with_release();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = client(tmp.path(), &o, &[]);
+    let cred = Credential::Partner { partner: "acme".into(), credential: "pc_secret".into() };
+    c.login(cred.clone()).await.unwrap();
+    let posted = o.peer.requests().into_iter().find(|r| r.method == Method::Post).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(posted.json.as_ref().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({ "partner_credential": "pc_secret" }));
+    assert_eq!(c.dir.token().unwrap().unwrap().credential, cred, "kept for renewal");
+}

@@ -318,3 +318,19 @@ async fn a_journal_naming_chunks_the_part_file_lacks_is_not_trusted() {
     assert_only_final(&out, &[(&name, &v2)]);
     assert_eq!(r.outcome.files[0].resumed_chunks, 0);
 }
+
+#[tokio::test]
+async fn two_targets_with_one_file_name_are_refused_before_anything_is_written() {
+    let mut o = Origin::new();
+    let (a, b) = (data(1, 30_000), data(2, 30_000));
+    let pa = o.release("2025.01.0", "2025-01-15", &[Comp { name: "ROM", version: "1.0", models: &[DL380], bytes: &a }]);
+    let pb = o.release("2025.02.0", "2025-02-15", &[Comp { name: "ROM", version: "1.0", models: &[DL360], bytes: &b }]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let c = client(tmp.path(), &o, &[]);
+    let (_, all) = c.refresh().await.unwrap();
+    let picked = fwget::client::pick_targets(&all, &[pa[0].to_string(), pb[0].to_string()]).unwrap();
+    let e = c.fetch(&all, &picked, &out, &[], &()).await.unwrap_err();
+    assert!(e.to_string().contains("same file name"), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
