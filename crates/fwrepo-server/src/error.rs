@@ -73,6 +73,11 @@ pub enum ApiError {
     /// Token issuance refused; the reason is safe to show.
     Refused(Refusal),
     NotFound,
+    /// A mirror asked for firmware it does not carry: 404 saying so, so the client tries the
+    /// next mirror or the origin.
+    NotCarried,
+    /// A mirror asked for a token: 404 naming the origin that issues them.
+    MirrorNoTokens(String),
     MethodNotAllowed(&'static str),
     BadRequest(String),
     PayloadTooLarge,
@@ -92,7 +97,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotCarried | ApiError::MirrorNoTokens(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -110,6 +115,14 @@ impl ApiError {
             ApiError::Forbidden => ("forbidden", None),
             ApiError::Refused(r) => ("refused", Some(r.as_str().to_owned())),
             ApiError::NotFound => ("not_found", None),
+            ApiError::NotCarried => (
+                "not_carried",
+                Some("this mirror does not carry this firmware; try another mirror or the origin".into()),
+            ),
+            ApiError::MirrorNoTokens(origin) => (
+                "mirror_no_tokens",
+                Some(format!("this server is a mirror and issues no tokens; request them from {origin}/v1/tokens")),
+            ),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", None),
             ApiError::BadRequest(reason) => ("bad_request", Some(reason.clone())),
             ApiError::PayloadTooLarge => ("payload_too_large", None),

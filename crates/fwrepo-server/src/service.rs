@@ -148,9 +148,18 @@ where
             }
             let (status, text) = match route {
                 Route::Healthz => (StatusCode::OK, "ok\n".to_owned()),
+                Route::Readyz if state.mirror().is_some_and(|m| m.expired(UnixTime::now().0)) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "timestamp metadata expired\n".to_owned())
+                }
                 Route::Readyz if state.is_ready() => (StatusCode::OK, "ready\n".to_owned()),
                 Route::Readyz => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
-                _ => (StatusCode::OK, state.metrics().render()),
+                _ => {
+                    let mut text = state.metrics().render();
+                    if let Some(m) = state.mirror() {
+                        m.render(&mut text);
+                    }
+                    (StatusCode::OK, text)
+                }
             };
             let ct = if route == Route::Metrics { "text/plain; version=0.0.4" } else { "text/plain" };
             let mut resp = bytes_response(Bytes::from(text), ct, head);
@@ -160,6 +169,12 @@ where
         }
         _ => (Route::Other, Err(ApiError::NotFound)),
     }
+}
+
+/// The answer for a blob the catalog names but the store does not hold: on a mirror, firmware
+/// it does not carry.
+fn not_held(state: &ServerState) -> ApiError {
+    if state.mirror().is_some() { ApiError::NotCarried } else { ApiError::NotFound }
 }
 
 /// Percent-decodes a path segment; `None` when it is not UTF-8.
@@ -238,7 +253,7 @@ fn gated_download(
 ) -> Result<Response<Body>, ApiError> {
     ctx.audit = Some(audit_record(&claims, blob, path));
     let (blob, facts) = authorize(state, &claims, blob)?;
-    let len = facts.len.ok_or(ApiError::NotFound)?;
+    let len = facts.len.ok_or_else(|| not_held(state))?;
     serve_blob(state, parts, &blob, &facts, len)
 }
 
@@ -248,7 +263,7 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
     ctx.audit = Some(audit_record(&claims, blob, path));
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
-        return Err(ApiError::NotFound);
+        return Err(not_held(state));
     }
     let index = state.store().chunk_index(&blob)?;
     let etag = format!("\"{}\"", index.id().to_hex());
@@ -502,6 +517,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if let Some(m) = state.mirror() {
+        return Err(ApiError::MirrorNoTokens(m.origin.clone()));
+    }
     let Some((issuer, records)) = state.issuance() else { return Err(ApiError::NotFound) };
     let req: TokenBody = read_json(state, parts, body).await?;
     let request = match (req.serial, req.agreement, req.partner_credential, req.scope) {

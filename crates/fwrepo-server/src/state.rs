@@ -16,6 +16,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::config::ServerConfig;
 use crate::error::{ApiError, Error};
 use crate::metrics::Metrics;
+use crate::mirror::{MirrorMode, MirrorStatus};
 
 /// Where signed TUF metadata comes from. `name` is a bare file name such as `timestamp.json`
 /// or `3.root.json` (already checked: no `/`, no leading `.`); `None` means "no such file".
@@ -85,6 +86,7 @@ pub struct ServerState {
     blobs: Mutex<HashMap<Digest, Arc<BlobFacts>>>,
     targets: Mutex<HashMap<String, Digest>>,
     ready: AtomicBool,
+    mirror: Option<MirrorMode>,
     pub(crate) max_json_body: usize,
     pub(crate) timestamp_max_age: u64,
 }
@@ -122,6 +124,7 @@ impl ServerState {
             blobs: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
+            mirror: None,
             max_json_body: config.max_json_body_bytes,
             timestamp_max_age: config.timestamp_max_age_s,
         })
@@ -132,6 +135,25 @@ impl ServerState {
     pub fn with_issuer(mut self, issuer: Issuer, entitlements: Entitlements) -> ServerState {
         self.issuance = Some((issuer, entitlements));
         self
+    }
+
+    /// Mirror mode: `POST /v1/tokens` answers 404 naming `origin`, firmware the catalog lists
+    /// but the store lacks answers 404 "not carried", `/metrics` reports the sync and
+    /// `/readyz` fails once the served timestamp metadata has expired.
+    pub fn with_mirror(mut self, origin: impl Into<String>) -> ServerState {
+        self.mirror = Some(MirrorMode::new(origin.into()));
+        self
+    }
+
+    /// Records the mirror's latest sync status (mirror mode only).
+    pub fn set_mirror_status(&self, status: MirrorStatus) {
+        if let Some(m) = &self.mirror {
+            *m.status.write().unwrap_or_else(|p| p.into_inner()) = status;
+        }
+    }
+
+    pub(crate) fn mirror(&self) -> Option<&MirrorMode> {
+        self.mirror.as_ref()
     }
 
     /// Replaces the token verifier (new issuer keys or revocations); the next request uses it.

@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// Seconds between catching up with what the writer published (releases, revocations).
     #[arg(long, default_value_t = 5)]
     refresh_secs: u64,
+    /// Serve a mirror data dir (`fwrepo mirror init`): tokens verified offline against the
+    /// synced auth documents, no token issuance, and a background sync.
+    #[arg(long, conflicts_with = "keys")]
+    mirror: bool,
+    /// With --mirror: time between syncs (`300s`, `5m`, `1h`); backoff with jitter after failures.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = crate::mirror_cmd::parse_duration)]
+    sync_interval: Duration,
 }
 
 /// Signed metadata straight from the data dir's index.
@@ -102,7 +109,15 @@ fn published_target(store: &Arc<Store>, path: &str) -> Result<Option<Vec<u8>>> {
 }
 
 fn verifier(keys: &Keys, store: &Arc<Store>, records: &Entitlements, a: &ServeArgs) -> Result<Verifier> {
-    let revocations: Revocations = records.revocations()?;
+    // A mirror has no records of its own: revocations come from the synced signed document.
+    let revocations: Revocations = if a.mirror {
+        match published_target(store, crate::entitle_cmd::REVOCATIONS_TARGET)? {
+            Some(bytes) => Revocations::from_json(&bytes)?,
+            None => Revocations::new(),
+        }
+    } else {
+        records.revocations()?
+    };
     Ok(Verifier::new(verifying_keys(keys, store)?, revocations, a.audience.clone()).with_issuer(a.issuer.clone()))
 }
 
@@ -124,7 +139,15 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    let opts = OpenOptions { read_only: true, extra_column_families: server_families() };
+    let mut families = server_families();
+    let mirror = match a.mirror {
+        true => {
+            families.extend(fwrepo_mirror::COLUMN_FAMILIES);
+            Some(fwrepo_mirror::MirrorConfig::load(&a.data.data)?)
+        }
+        false => None,
+    };
+    let opts = OpenOptions { read_only: true, extra_column_families: families };
     let store = Arc::new(Store::open_with(&a.data.data, &opts)?);
     let records = Entitlements::new(store.db().clone());
     let ring = a.keys.as_deref().map(load_keyring).transpose()?;
@@ -139,6 +162,10 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         let issuer = Issuer::new(IssuerConfig::new(a.issuer.clone(), a.audience.clone()), ring)?;
         state = state.with_issuer(issuer, Entitlements::new(store.db().clone()));
     }
+    if let Some(m) = &mirror {
+        state = state.with_mirror(m.token_url.trim_end_matches('/'));
+        crate::mirror_cmd::report_status(&state, &store);
+    }
     let state = Arc::new(state);
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -146,6 +173,7 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         rt.worker_threads(n);
     }
     let rt = rt.enable_all().build().context("starting the async runtime")?;
+    let (data_dir, sync_interval) = (a.data.data.clone(), a.sync_interval);
     rt.block_on(async {
         let bound = fwrepo_server::bind(config).await?;
         let scheme = if bound.is_tls() { "https" } else { "http" };
@@ -169,11 +197,18 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
                         Ok(v) => state.set_verifier(v),
                         Err(e) => tracing::error!(error = %e, "refresh failed; serving what was loaded before"),
                     }
+                    if a.mirror {
+                        crate::mirror_cmd::report_status(&state, &store);
+                    }
                 }
             })
         };
+        let syncer = mirror.is_some().then(|| tokio::spawn(crate::mirror_cmd::sync_loop(data_dir, sync_interval)));
         bound.run(state, shutdown_signal()).await?;
         refresher.abort();
+        if let Some(s) = syncer {
+            s.abort();
+        }
         anyhow::Ok(())
     })?;
     Ok(Outcome::Ok)
