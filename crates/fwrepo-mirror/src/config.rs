@@ -32,7 +32,10 @@ pub struct MirrorConfig {
 fn check_url(path: &Path, what: &str, url: &str) -> Result<()> {
     let ok = (url.starts_with("http://") || url.starts_with("https://")) && !url.contains(['?', '#', ' ']);
     if !ok {
-        return Err(Error::Config { path: path.to_owned(), reason: format!("{what} {url:?}: want http(s)://host[:port]") });
+        return Err(Error::Config {
+            path: path.to_owned(),
+            reason: format!("{what} {url:?}: want http(s)://host[:port]"),
+        });
     }
     Ok(())
 }
@@ -105,8 +108,7 @@ pub fn check_root(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(bad(format!("is version {}, a mirror pins version 1", root.signed.version)));
     }
     // The updater checks the self-signature (threshold of its own root keys).
-    fwrepo_tuf::Updater::new(bytes, crate::now(), fwrepo_tuf::Limits::default())
-        .map_err(|e| bad(e.to_string()))?;
+    fwrepo_tuf::Updater::new(bytes, crate::now(), fwrepo_tuf::Limits::default()).map_err(|e| bad(e.to_string()))?;
     Ok(())
 }
 

@@ -117,7 +117,7 @@ impl Mirror {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        let scope_all = self.config.models.is_empty();
+        let scope = self.status()?.scope;
         for (path, t) in repo.targets()? {
             let Some(blob) = t.custom.as_ref().and_then(|c| c.get("blake3")).and_then(|v| v.as_str()) else {
                 continue;
@@ -128,7 +128,8 @@ impl Mirror {
                 .and_then(|c| c.pointer("/component/models"))
                 .and_then(|m| serde_json::from_value(m.clone()).ok())
                 .unwrap_or_default();
-            let in_scope = scope_all || models.is_empty() || models.iter().any(|m| self.config.models.contains(m));
+            let in_scope =
+                if models.is_empty() { path.as_str().starts_with("auth/") } else { sync::covers(&scope, &models) };
             let Ok(blob) = blob.parse::<fwrepo_store::Digest>() else { continue };
             if in_scope && matches!(self.store.blob_info(&blob), Err(fwrepo_store::Error::UnknownBlob { .. })) {
                 out.push(path.to_string());

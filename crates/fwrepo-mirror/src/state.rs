@@ -19,6 +19,7 @@ const KEY_STATUS: &[u8] = b"status";
 
 /// What the last syncs did; times are Unix seconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SyncStatus {
     /// Upstream base URL at the last attempt.
     pub upstream: String,
@@ -35,6 +36,10 @@ pub struct SyncStatus {
     pub targets_version: u64,
     /// Expiry of the served `timestamp.json` (Unix seconds).
     pub timestamp_expires: Option<i64>,
+    /// The models mirrored at the last success (`*` for all): `--models` narrowed to what the
+    /// partner's token covers.
+    #[serde(default)]
+    pub scope: Vec<String>,
     /// Targets in scope that the served metadata lists, and the blobs the mirror holds.
     pub targets_in_scope: u64,
     /// Targets of the upstream's newer metadata still to be completed (when a sync failed

@@ -8,8 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use fwrepo_db::WriteBatch;
 use fwrepo_fetch::{
-    BoxError, ChunkSink, FetchOptions, FetchedMetadata, Fetcher, HttpOptions, HttpTransport, MetadataStore,
-    RemoteBlob, StoredMetadata, Transport, VerifiedChunk,
+    BoxError, ChunkSink, FetchOptions, FetchedMetadata, Fetcher, HttpOptions, HttpTransport, MetadataStore, RemoteBlob,
+    StoredMetadata, Transport, VerifiedChunk,
 };
 use fwrepo_store::{Digest, ExpectedBlob};
 use fwrepo_tuf::{FwCustom, Limits, RoleName, Signed, Snapshot, TargetInfo, Timestamp, layout};
@@ -95,7 +95,9 @@ impl Staging<'_> {
         }
         let snap = Signed::<Snapshot>::from_bytes(&RoleName::snapshot(), &snap)?;
         let Some(meta) = snap.signed.meta.get(&format!("{role}.json")) else { return Ok(None) };
-        Ok(self.committed(&layout::versioned_file(role, meta.version))?.map(|bytes| StoredMetadata { bytes, etag: None }))
+        Ok(self
+            .committed(&layout::versioned_file(role, meta.version))?
+            .map(|bytes| StoredMetadata { bytes, etag: None }))
     }
 
     fn files(&self) -> Vec<FetchedMetadata> {
@@ -182,18 +184,14 @@ fn target_facts(t: &TargetInfo) -> Result<(Digest, [u8; 32], Option<Vec<String>>
 
 /// The token: `POST {token_url}/v1/tokens` with the partner credential, scope `mirror`.
 /// Returns the token and the models it covers (`["*"]` for all).
-async fn exchange<T: Transport>(
-    fetcher: &Fetcher<T>,
-    url: &str,
-    credential: &str,
-) -> Result<(String, Vec<String>)> {
+async fn exchange<T: Transport>(fetcher: &Fetcher<T>, url: &str, credential: &str) -> Result<(String, Vec<String>)> {
     let body = serde_json::json!({ "partner_credential": credential, "scope": "mirror" });
     let (status, bytes) = fetcher.post_json("/v1/tokens", &body, MAX_TOKEN_REPLY).await?;
     let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let refuse = |reason: String| Error::Token { url: url.to_owned(), reason };
     if !status.is_success() {
         let why = reply
-            .get("error_description")
+            .get("reason")
             .or_else(|| reply.get("error"))
             .and_then(|v| v.as_str())
             .map(str::to_owned)
@@ -213,7 +211,7 @@ async fn exchange<T: Transport>(
     Ok((token.to_owned(), models))
 }
 
-fn covers(set: &[String], models: &[String]) -> bool {
+pub(crate) fn covers(set: &[String], models: &[String]) -> bool {
     set.iter().any(|s| s == "*") || models.iter().any(|m| set.contains(m))
 }
 
@@ -384,6 +382,7 @@ impl Mirror {
             snapshot_version: report.snapshot_version,
             targets_version: report.targets_version,
             timestamp_expires: up.timestamp().map(|t| t.signed.expires.timestamp()),
+            scope: scope.clone(),
             targets_in_scope: report.targets_in_scope,
             pending: Vec::new(),
             wire_bytes_total: before.wire_bytes_total,

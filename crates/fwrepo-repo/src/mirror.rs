@@ -21,8 +21,8 @@ pub fn releases_from_targets<'a>(
         let Some(custom) = t.custom.as_ref() else { continue };
         let Ok(fw) = serde_json::from_value::<FwCustom>(custom.clone()) else { continue };
         let Some(info) = &fw.release_info else { continue };
-        let bad = |field: &str, e: &dyn std::fmt::Display| {
-            Error::CorruptMetadata { reason: format!("target {path}: custom.{field}: {e}") }
+        let bad = |field: &str, e: &dyn std::fmt::Display| Error::CorruptMetadata {
+            reason: format!("target {path}: custom.{field}: {e}"),
         };
         let sha = t.hashes.get("sha256").ok_or_else(|| bad("hashes", &"no sha256"))?;
         let component = Component {

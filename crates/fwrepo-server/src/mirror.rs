@@ -43,13 +43,33 @@ impl MirrorMode {
         let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(out, "fwrepo_mirror_last_success_seconds", "Unix time of the last successful sync.", s.last_success.unwrap_or(0));
-        gauge(out, "fwrepo_mirror_consecutive_failures", "Failed syncs since the last success.", s.consecutive_failures as i64);
-        gauge(out, "fwrepo_mirror_timestamp_expires_seconds", "Expiry of the served timestamp metadata.", s.timestamp_expires.unwrap_or(0));
+        gauge(
+            out,
+            "fwrepo_mirror_last_success_seconds",
+            "Unix time of the last successful sync.",
+            s.last_success.unwrap_or(0),
+        );
+        gauge(
+            out,
+            "fwrepo_mirror_consecutive_failures",
+            "Failed syncs since the last success.",
+            s.consecutive_failures as i64,
+        );
+        gauge(
+            out,
+            "fwrepo_mirror_timestamp_expires_seconds",
+            "Expiry of the served timestamp metadata.",
+            s.timestamp_expires.unwrap_or(0),
+        );
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(out, "fwrepo_mirror_wire_bytes_total", "Bytes received from the upstream by syncs.", s.wire_bytes_total);
+        counter(
+            out,
+            "fwrepo_mirror_wire_bytes_total",
+            "Bytes received from the upstream by syncs.",
+            s.wire_bytes_total,
+        );
         counter(out, "fwrepo_mirror_chunk_bytes_total", "Bytes of chunks fetched by syncs.", s.chunk_bytes_total);
         counter(out, "fwrepo_mirror_chunks_total", "Chunks fetched by syncs.", s.chunks_total);
     }

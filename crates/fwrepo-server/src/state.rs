@@ -248,6 +248,23 @@ impl ServerState {
         Ok(Some(facts))
     }
 
+    /// Facts about a stored blob no release names (an auth document), or `None` when the
+    /// store does not hold it.
+    pub(crate) fn unlisted_blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
+        let len = match self.store.blob_info(blob) {
+            Ok(info) => info.len,
+            Err(fwrepo_store::Error::UnknownBlob { .. }) => return Ok(None),
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+        let etag = format!("\"{}\"", blob.to_hex());
+        Ok(Some(Arc::new(BlobFacts {
+            models: Vec::new(),
+            len: Some(len),
+            etag_header: HeaderValue::from_str(&etag).expect("hex is a valid header"),
+            etag,
+        })))
+    }
+
     /// The blob published under consistent-snapshot name `DIR/<sha256>.<name>`, or `None`
     /// when the name does not have that shape, names no target, or its hash is not the
     /// target's.

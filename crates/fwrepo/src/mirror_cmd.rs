@@ -139,7 +139,10 @@ fn status(a: StatusArgs) -> Result<Outcome> {
     }
     let c = mirror.config();
     println!("upstream:      {} (tokens from {})", c.upstream, c.token_url);
-    println!("models:        {}", if c.models.is_empty() { "all the partner may mirror".into() } else { c.models.join(", ") });
+    println!(
+        "models:        {}",
+        if c.models.is_empty() { "all the partner may mirror".into() } else { c.models.join(", ") }
+    );
     println!("last attempt:  {}", time(s.last_attempt));
     println!("last success:  {}", time(s.last_success));
     if let Some(e) = &s.last_error {
