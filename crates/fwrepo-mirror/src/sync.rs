@@ -288,7 +288,7 @@ impl Mirror {
         let staging = Staging { mirror: self, pinned: self.pinned_root(), staged: Mutex::new(Vec::new()) };
         let before = self.status()?;
         let limits = Limits::default();
-        let mut refresh = fetcher.refresh(self.pinned_root(), &staging, crate::now(), limits.clone()).await?;
+        let mut refresh = fetcher.refresh(self.pinned_root(), &staging, crate::now(), limits).await?;
         let targets = fetcher.all_targets(&mut refresh.updater, &staging, limits.max_delegations).await?;
         let up = &refresh.updater;
         let version = |role: &RoleName| up.targets(role).map_or(0, |t| t.signed.version);

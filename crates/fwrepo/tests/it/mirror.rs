@@ -373,3 +373,13 @@ fn mirror_init_refuses_a_readable_credential_and_a_newer_root() {
     assert_one_line_error(&out, "root");
     assert!(!Path::new(&mirror).join("mirror.toml").exists());
 }
+
+#[test]
+fn example_mirror_config_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/fwrepo-mirror.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = fwrepo_server::ServerConfig::from_toml(path, &text).unwrap();
+    assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(config.tls_key.as_deref(), Some(Path::new("/etc/fwrepo/tls/mirror.key")));
+    assert_eq!(config.audit_log.as_deref(), Some(Path::new("/var/log/fwrepo/mirror-audit.jsonl")));
+}
