@@ -198,6 +198,28 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     // The firmware of the model plus the two auth documents.
     assert_eq!(first["targets_new"].as_u64().unwrap(), distinct.len() as u64 + 2, "{first}");
     assert!(first["chunks_fetched"].as_u64().unwrap() > 0);
+    // Scope: the partner may mirror one model; firmware of other models is not synced, and its
+    // mirror token cannot fetch it from the origin.
+    let other = origin.releases[0]
+        .components
+        .iter()
+        .find(|c| !c.models.contains(&model))
+        .expect("the seeded release has firmware for other models");
+    assert_eq!(first["targets_in_scope"].as_u64().unwrap(), distinct.len() as u64 + 2, "{first}");
+    let (status, _, body) = http(
+        &origin.server.addr,
+        "POST",
+        "/v1/tokens",
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"partner_credential":"{CREDENTIAL}","scope":"mirror"}}"#).as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mirror_bearer = format!("Bearer {}", v["token"].as_str().unwrap());
+    let other_path = format!("/v1/blobs/{}", blake3::hash(&other.data).to_hex());
+    let ranged = [("Authorization", mirror_bearer.as_str()), ("Range", "bytes=0-99")];
+    assert_eq!(http(&origin.server.addr, "GET", &other_path, &ranged, b"").0, 403);
+    assert_eq!(http(&origin.server.addr, "GET", &format!("{other_path}/chunks"), &ranged[..1], b"").0, 403);
     assert!(first["wire_bytes"].as_u64().unwrap() >= first["chunk_bytes_fetched"].as_u64().unwrap());
 
     // Nothing changed upstream: a conditional timestamp request and the token exchange.
