@@ -1,5 +1,11 @@
-//! The single RocksDB instance of a data dir, shared by the store, the catalog and the
-//! entitlement records, each in column families of its own.
+//! The single RocksDB instance of a data dir, shared by the store, the catalog, the signed
+//! metadata and the entitlement records, each in column families of its own.
+//!
+//! The store's `init` and every writer open ask for every family of a data dir
+//! ([`DATA_DIR_FAMILIES`]), so a data dir made by `init` (or by an older fwrepo, once any writer
+//! command has run) has them all. A read-only secondary can only open families that exist when
+//! it opens; one started before the writer created some notices it with
+//! [`Db::writer_has_new_families`], and its owner opens it again.
 //!
 //! Every value written through this crate starts with a one-byte format marker
 //! ([`encode`]/[`decode`]) so that a record layout can migrate without a flag day: a reader that
@@ -41,6 +47,29 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every column family of a data dir, whichever crate owns it. The store's writer creates them
+/// all on every open, so a reader that starts before the first write of some concern (the first
+/// `entitlements import`) already has that concern's families. A crate that adds a family
+/// adds it here; a test of the `fwrepo` binary checks each crate's list against this one.
+pub const DATA_DIR_FAMILIES: &[&str] = &[
+    "store.chunks",
+    "store.blobs",
+    "store.packs",
+    "store.meta",
+    "catalog.releases",
+    "catalog.models",
+    "catalog.model_releases",
+    "catalog.blob_models",
+    "catalog.targets",
+    "repo.metadata",
+    "entitle.serials",
+    "entitle.agreements",
+    "entitle.partners",
+    "entitle.partner_credentials",
+    "entitle.revoked_tokens",
+    "entitle.revoked_subjects",
+];
+
 /// How a data dir's index is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -58,6 +87,8 @@ pub struct Db {
     mode: Mode,
     /// Scratch directory of a read-only (secondary) instance, removed on drop.
     scratch: Option<PathBuf>,
+    /// Families a read-only instance asked for that did not exist when it opened.
+    absent: Vec<String>,
 }
 
 static SCRATCH_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -67,7 +98,8 @@ impl Db {
     ///
     /// In [`Mode::ReadWrite`] missing column families are created. In [`Mode::ReadOnly`] the
     /// database must exist; column families it does not have yet are simply absent
-    /// ([`Db::cf`] answers `None`), which readers treat as "no records".
+    /// ([`Db::cf`] answers `None`), which readers treat as "no records", until the instance is
+    /// opened again ([`Db::writer_has_new_families`]).
     pub fn open(path: &Path, cfs: &[&str], mode: Mode) -> Result<Db> {
         let rocks = |source| Error::Rocks { path: path.to_owned(), source };
         let mut opts = rocksdb::Options::default();
@@ -86,7 +118,7 @@ impl Db {
                     }
                 }
                 let inner = rocksdb::DB::open_cf(&opts, path, &names).map_err(rocks)?;
-                Ok(Db { inner, path: path.to_owned(), mode, scratch: None })
+                Ok(Db { inner, path: path.to_owned(), mode, scratch: None, absent: Vec::new() })
             }
             Mode::ReadOnly => {
                 let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +126,8 @@ impl Db {
                 std::fs::create_dir_all(&scratch).map_err(|source| Error::Scratch { path: scratch.clone(), source })?;
                 let names: Vec<&String> =
                     existing.iter().filter(|n| *n == "default" || cfs.contains(&n.as_str())).collect();
+                let absent: Vec<String> =
+                    cfs.iter().filter(|cf| !existing.iter().any(|n| n == *cf)).map(|cf| (*cf).to_owned()).collect();
                 let inner = match rocksdb::DB::open_cf_as_secondary(&opts, path, &scratch, names) {
                     Ok(db) => db,
                     Err(source) => {
@@ -101,7 +135,7 @@ impl Db {
                         return Err(rocks(source));
                     }
                 };
-                Ok(Db { inner, path: path.to_owned(), mode, scratch: Some(scratch) })
+                Ok(Db { inner, path: path.to_owned(), mode, scratch: Some(scratch), absent })
             }
         }
     }
@@ -148,6 +182,24 @@ impl Db {
             Mode::ReadWrite => Ok(()),
             Mode::ReadOnly => self.inner.try_catch_up_with_primary().map_err(|e| self.err(e)),
         }
+    }
+
+    /// Column families this read-only instance asked for that did not exist when it opened
+    /// (empty for the writer).
+    pub fn absent_families(&self) -> &[String] {
+        &self.absent
+    }
+
+    /// Whether the writer has created a column family this read-only instance asked for but
+    /// could not open. A secondary never gains families by catching up, so its owner must
+    /// open it again to see their records. Reads the database's family list only while some
+    /// family is absent; `false` at once otherwise, and always for the writer.
+    pub fn writer_has_new_families(&self) -> Result<bool> {
+        if self.absent.is_empty() {
+            return Ok(false);
+        }
+        let now = rocksdb::DB::list_cf(&rocksdb::Options::default(), &self.path).map_err(|e| self.err(e))?;
+        Ok(self.absent.iter().any(|a| now.contains(a)))
     }
 
     /// Wraps a RocksDB error with this database's path.
@@ -206,6 +258,33 @@ mod tests {
         r.catch_up().unwrap();
         let got = r.get(r.require_cf("a").unwrap(), b"k").unwrap().unwrap();
         assert_eq!(decode("a", 1, &got).unwrap(), b"v");
+    }
+
+    /// A database as an older fwrepo left it: only the families named, none of the others.
+    fn old_database(path: &Path, cfs: &[&str]) {
+        drop(Db::open(path, cfs, Mode::ReadWrite).unwrap());
+    }
+
+    #[test]
+    fn reader_opened_before_the_writer_added_families_notices_them() {
+        let dir = tempfile::tempdir().unwrap();
+        old_database(dir.path(), &["store.chunks"]);
+        let r = Db::open(dir.path(), &["store.chunks", "entitle.revoked_tokens"], Mode::ReadOnly).unwrap();
+        assert_eq!(r.absent_families(), ["entitle.revoked_tokens"]);
+        assert!(!r.writer_has_new_families().unwrap());
+
+        let w = Db::open(dir.path(), DATA_DIR_FAMILIES, Mode::ReadWrite).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(w.require_cf("entitle.revoked_tokens").unwrap(), b"jti", encode(1, b"t"));
+        w.write(batch, true).unwrap();
+        // Catching up never brings the family in: only opening again does.
+        r.catch_up().unwrap();
+        assert!(r.cf("entitle.revoked_tokens").is_none());
+        assert!(r.writer_has_new_families().unwrap());
+        let again = Db::open(dir.path(), &["store.chunks", "entitle.revoked_tokens"], Mode::ReadOnly).unwrap();
+        assert!(again.absent_families().is_empty());
+        assert!(!again.writer_has_new_families().unwrap());
+        assert!(again.get(again.require_cf("entitle.revoked_tokens").unwrap(), b"jti").unwrap().is_some());
     }
 
     #[test]

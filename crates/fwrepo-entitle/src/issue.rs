@@ -7,12 +7,14 @@
 //! * An **active partner** earns a `download` token, or a `mirror` token if it may mirror, for
 //!   its covered models (`*` if it covers all).
 //!
-//! Every token lives at most [`IssuerConfig::max_lifetime_s`] (24 h by default).
+//! Every token lives at most [`IssuerConfig::max_lifetime_s`] (24 h by default, and never more
+//! than [`MAX_TOKEN_LIFETIME_S`]).
 //!
 //! Refusals ([`Refusal`]) merge "does not exist" with "exists but is not entitled", so the
 //! answer to a guess never confirms that a serial, agreement or credential exists. Only
 //! after a partner has authenticated with its credential (or an operator asked) does the
-//! refusal get specific ("mirroring not permitted").
+//! refusal get specific ("mirroring not permitted", "entitlement covers no model"). An
+//! agreement whose coverage resolves to no model gets the same refusal as an unknown one.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -27,9 +29,10 @@ use crate::records::{Partner, Status};
 use crate::store::Entitlements;
 use crate::time::UnixTime;
 use crate::token::{self, Claims, Scope};
+use crate::verify::MAX_TOKEN_LIFETIME_S;
 
-/// Default and usual upper bound of a token's life.
-pub const DEFAULT_MAX_LIFETIME_S: i64 = 24 * 60 * 60;
+/// Default and upper bound of a token's life.
+pub const DEFAULT_MAX_LIFETIME_S: i64 = MAX_TOKEN_LIFETIME_S;
 
 /// Why a token was refused. The text is safe to return to the requester.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +46,7 @@ pub enum Refusal {
     UnknownOrInactivePartner,
     /// Serials and agreements earn download tokens only; partners need `may_mirror`.
     MirrorNotPermitted,
-    /// The entitlement covers no model we know of.
+    /// The partner's entitlement covers no model (told only to a partner that authenticated).
     NoModelCovered,
 }
 
@@ -107,7 +110,7 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// The `aud` claim: the service tokens are for (origin and mirrors verify the same value).
     pub audience: String,
-    /// Longest token life in seconds.
+    /// Longest token life in seconds: 1 to [`MAX_TOKEN_LIFETIME_S`].
     pub max_lifetime_s: i64,
 }
 
@@ -132,8 +135,12 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(config: IssuerConfig, keyring: IssuerKeyring) -> Result<Issuer> {
-        if config.max_lifetime_s <= 0 {
-            return Err(Error::invalid("max token lifetime", &config.max_lifetime_s.to_string(), "must be positive"));
+        if !(1..=MAX_TOKEN_LIFETIME_S).contains(&config.max_lifetime_s) {
+            return Err(Error::invalid(
+                "token lifetime",
+                &config.max_lifetime_s.to_string(),
+                "must be 1 to 86400 seconds (24 h)",
+            ));
         }
         Ok(Issuer { config, keyring })
     }
@@ -228,7 +235,14 @@ impl Issuer {
         now: UnixTime,
     ) -> Result<IssuedToken> {
         if models.is_empty() {
-            return Err(Refusal::NoModelCovered.into());
+            // Told apart from "unknown" only for a partner, who has authenticated: for an
+            // agreement it would confirm that a guessed id exists.
+            return Err(match sub {
+                Subject::Serial(_) => Refusal::UnknownOrExpiredSerial,
+                Subject::Agreement(_) => Refusal::UnknownOrInactiveAgreement,
+                Subject::Partner(_) => Refusal::NoModelCovered,
+            }
+            .into());
         }
         let mut exp = now.plus(self.config.max_lifetime_s);
         if let Some(end) = not_after {
@@ -259,9 +273,38 @@ impl Issuer {
     }
 }
 
-/// 128 random bits, base64url: unguessable and unique without coordination.
+/// 127 random bits, base64url: unguessable and unique without coordination.
 fn new_jti() -> Result<Jti> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
-    Ok(Jti::new(&URL_SAFE_NO_PAD.encode(bytes)).expect("base64url is a valid jti"))
+    Ok(jti_from(bytes))
+}
+
+/// The jti of 16 random bytes. The top bit of the first byte is cleared, so the first
+/// base64url character is one of `A`–`Z`, `a`–`f`: never `-`, which a command line would read
+/// as an option (`token revoke --jti -x…`).
+fn jti_from(mut bytes: [u8; 16]) -> Jti {
+    bytes[0] &= 0x7f;
+    Jti::new(&URL_SAFE_NO_PAD.encode(bytes)).expect("base64url is a valid jti")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_never_starts_with_a_dash() {
+        // Every value of the byte that decides the first character, then random ones.
+        for first in 0..=255u8 {
+            let mut bytes = [0x5a; 16];
+            bytes[0] = first;
+            let jti = jti_from(bytes);
+            assert!(jti.as_str().starts_with(|c: char| c.is_ascii_alphabetic()), "{jti}");
+        }
+        for _ in 0..10_000 {
+            let jti = new_jti().unwrap();
+            assert!(!jti.as_str().starts_with('-'), "{jti}");
+            assert_eq!(jti.as_str().len(), 22);
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub use keys::{IssuerKeyring, VerifyingKeys};
 pub use records::{Agreement, Partner, RecordKind, SerialRecord, Status};
 pub use revocation::Revocations;
 #[cfg(feature = "store")]
-pub use store::{COLUMN_FAMILIES, Entitlements, ImportSummary};
+pub use store::{COLUMN_FAMILIES, Causes, Entitlements, ImportSummary, Lifted, SubjectRevocation};
 pub use time::UnixTime;
 pub use token::{Claims, Scope};
-pub use verify::{LEEWAY_S, MAX_TOKEN_LEN, Reject, Verifier};
+pub use verify::{LEEWAY_S, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_S, Reject, Verifier};

@@ -5,10 +5,21 @@
 //! record's JSON form (the same fields as the import files). A read-only instance opened
 //! before the writer created these column families sees no records.
 //!
-//! For partners and agreements, the subject revocation follows the status: setting one to
-//! `suspended` or `revoked` (by [`Entitlements::set_partner_status`] or by re-import) revokes
-//! `partner:ID`/`agreement:ID` in the same write, so tokens already issued stop verifying once
-//! the revocation list is published; setting it back to `active` lifts it.
+//! # Subject revocations have two causes
+//!
+//! A subject (`serial:…`, `agreement:…`, `partner:…`) is revoked while either cause holds:
+//!
+//! * **manual** — `token revoke --subject` ([`Entitlements::revoke_subject`]). It stands until
+//!   `token unrevoke --subject` ([`Entitlements::lift_subject`]); no import and no status change
+//!   ever lifts it.
+//! * **status** — a partner or agreement whose status is `suspended` or `revoked` (by
+//!   [`Entitlements::set_partner_status`] or by an import). Tokens already issued stop verifying
+//!   once the revocation list is published; a status change back to `active` removes this
+//!   cause, and only this one.
+//!
+//! Both live in one entry of [`CF_REVOKED_SUBJECTS`] (format 2: revocation time, then a byte of
+//! cause flags). Entries of format 1 (time only, written before causes were kept) are read as
+//! manual: an import can then never lift them, which fails closed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,7 +45,7 @@ pub const CF_PARTNERS: &str = "entitle.partners";
 pub const CF_CREDENTIALS: &str = "entitle.partner_credentials";
 /// Revoked `jti` → revocation time (i64 big-endian).
 pub const CF_REVOKED_TOKENS: &str = "entitle.revoked_tokens";
-/// Revoked subject (`serial:…`, …) → revocation time (i64 big-endian).
+/// Revoked subject (`serial:…`, …) → revocation time (i64 big-endian) and cause flags.
 pub const CF_REVOKED_SUBJECTS: &str = "entitle.revoked_subjects";
 
 /// The column families this crate uses; pass them to [`Db::open`].
@@ -44,8 +55,57 @@ pub const COLUMN_FAMILIES: &[&str] =
 /// A raw RocksDB entry.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-/// Format marker of every value written here.
+/// Format marker of every value written here, except subject revocations.
 const FORMAT: u8 = 1;
+/// Format marker of subject revocations: time (i64 big-endian), then one byte of [`Causes`].
+const SUBJECT_FORMAT: u8 = 2;
+
+/// Why a subject is revoked; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Causes {
+    /// Revoked by an operator (`token revoke --subject`); only `token unrevoke` lifts it.
+    pub manual: bool,
+    /// Revoked because its record's status is not `active`; a change to `active` lifts it.
+    pub status: bool,
+}
+
+impl Causes {
+    const MANUAL: u8 = 1;
+    const STATUS: u8 = 2;
+
+    fn to_byte(self) -> u8 {
+        (if self.manual { Causes::MANUAL } else { 0 }) | (if self.status { Causes::STATUS } else { 0 })
+    }
+
+    fn from_byte(b: u8) -> Option<Causes> {
+        if b == 0 || b & !(Causes::MANUAL | Causes::STATUS) != 0 {
+            return None;
+        }
+        Some(Causes { manual: b & Causes::MANUAL != 0, status: b & Causes::STATUS != 0 })
+    }
+
+    fn any(self) -> bool {
+        self.manual || self.status
+    }
+}
+
+/// A subject's revocation: since when, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubjectRevocation {
+    pub since: UnixTime,
+    pub causes: Causes,
+}
+
+/// What [`Entitlements::lift_subject`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifted {
+    /// The manual revocation is gone and nothing else revokes the subject.
+    Lifted,
+    /// The manual revocation is gone, but the subject's record status still revokes it.
+    StillRevokedByStatus,
+    /// There was no manual revocation to lift (the status may still revoke the subject).
+    NotManuallyRevoked,
+}
 
 /// What an import changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,9 +158,10 @@ impl Entitlements {
         let cf = self.db.require_cf(CF_AGREEMENTS)?;
         for rec in &set.agreements {
             let old: Option<Agreement> = self.get(CF_AGREEMENTS, rec.id.as_str())?;
+            let old_status = old.as_ref().map(|o| o.status);
             count(old.map(|o| o == *rec));
             batch.put_cf(cf, rec.id.as_str(), value(rec));
-            self.follow_status(&mut batch, &Subject::Agreement(rec.id.clone()), rec.status, now)?;
+            self.follow_status(&mut batch, &Subject::Agreement(rec.id.clone()), old_status, rec.status, now)?;
         }
 
         // Credential index: a credential belongs to one partner. Collect this file's claims on
@@ -134,9 +195,10 @@ impl Entitlements {
                 }
                 puts.push((h, &rec.id));
             }
+            let old_status = old.as_ref().map(|o| o.status);
             count(old.map(|o| o == *rec));
             batch.put_cf(cf, rec.id.as_str(), value(rec));
-            self.follow_status(&mut batch, &Subject::Partner(rec.id.clone()), rec.status, now)?;
+            self.follow_status(&mut batch, &Subject::Partner(rec.id.clone()), old_status, rec.status, now)?;
         }
         for (h, id) in puts {
             batch.put_cf(cred_cf, h.0, fwrepo_db::encode(FORMAT, id.as_str().as_bytes()));
@@ -199,20 +261,20 @@ impl Entitlements {
     /// Sets a partner's status; see the module docs for the revocation that follows.
     pub fn set_partner_status(&self, id: &PartnerId, status: Status, now: UnixTime) -> Result<()> {
         let mut rec = self.partner(id)?.ok_or_else(|| Error::NotFound { kind: "partner", id: id.to_string() })?;
-        rec.status = status;
+        let old = std::mem::replace(&mut rec.status, status);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.db.require_cf(CF_PARTNERS)?, id.as_str(), value(&rec));
-        self.follow_status(&mut batch, &Subject::Partner(id.clone()), status, now)?;
+        self.follow_status(&mut batch, &Subject::Partner(id.clone()), Some(old), status, now)?;
         Ok(self.db.write(batch, true)?)
     }
 
     /// Sets an agreement's status; see the module docs for the revocation that follows.
     pub fn set_agreement_status(&self, id: &AgreementId, status: Status, now: UnixTime) -> Result<()> {
         let mut rec = self.agreement(id)?.ok_or_else(|| Error::NotFound { kind: "agreement", id: id.to_string() })?;
-        rec.status = status;
+        let old = std::mem::replace(&mut rec.status, status);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.db.require_cf(CF_AGREEMENTS)?, id.as_str(), value(&rec));
-        self.follow_status(&mut batch, &Subject::Agreement(id.clone()), status, now)?;
+        self.follow_status(&mut batch, &Subject::Agreement(id.clone()), Some(old), status, now)?;
         Ok(self.db.write(batch, true)?)
     }
 
@@ -226,29 +288,55 @@ impl Entitlements {
         Ok(self.db.write(batch, true)?)
     }
 
-    /// Revokes every token of `subject` until [`Entitlements::lift_subject`]; issuance for it
-    /// is refused meanwhile.
-    pub fn revoke_subject(&self, subject: &Subject, now: UnixTime) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.put_subject_revocation(&mut batch, subject, now)?;
-        Ok(self.db.write(batch, true)?)
-    }
-
-    /// Lifts a subject revocation; returns whether there was one.
-    pub fn lift_subject(&self, subject: &Subject) -> Result<bool> {
-        let key = subject.to_string();
-        if self.get_raw(CF_REVOKED_SUBJECTS, &key)?.is_none() {
+    /// Lifts the revocation of the token `jti`; returns whether there was one.
+    pub fn unrevoke_token(&self, jti: &Jti) -> Result<bool> {
+        if self.get_raw(CF_REVOKED_TOKENS, jti.as_str())?.is_none() {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.db.require_cf(CF_REVOKED_SUBJECTS)?, key);
+        batch.delete_cf(self.db.require_cf(CF_REVOKED_TOKENS)?, jti.as_str());
         self.db.write(batch, true)?;
         Ok(true)
     }
 
-    /// Whether `subject` is revoked.
+    /// Whether the token `jti` is revoked.
+    pub fn is_token_revoked(&self, jti: &Jti) -> Result<bool> {
+        Ok(self.get_raw(CF_REVOKED_TOKENS, jti.as_str())?.is_some())
+    }
+
+    /// Revokes every token of `subject` (a manual revocation) until
+    /// [`Entitlements::lift_subject`]; issuance for it is refused meanwhile. No import lifts it.
+    pub fn revoke_subject(&self, subject: &Subject, now: UnixTime) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.change_causes(&mut batch, subject, now, |c| c.manual = true)?;
+        Ok(self.db.write(batch, true)?)
+    }
+
+    /// Lifts the manual revocation of `subject`. A revocation that follows the subject's
+    /// record status stays until the status changes to `active`.
+    pub fn lift_subject(&self, subject: &Subject) -> Result<Lifted> {
+        let Some(rev) = self.subject_revocation(subject)? else { return Ok(Lifted::NotManuallyRevoked) };
+        if !rev.causes.manual {
+            return Ok(Lifted::NotManuallyRevoked);
+        }
+        let mut batch = WriteBatch::default();
+        let left = self.change_causes(&mut batch, subject, rev.since, |c| c.manual = false)?;
+        self.db.write(batch, true)?;
+        Ok(if left.status { Lifted::StillRevokedByStatus } else { Lifted::Lifted })
+    }
+
+    /// Whether `subject` is revoked, for either cause.
     pub fn is_subject_revoked(&self, subject: &Subject) -> Result<bool> {
-        Ok(self.get_raw(CF_REVOKED_SUBJECTS, &subject.to_string())?.is_some())
+        Ok(self.subject_revocation(subject)?.is_some())
+    }
+
+    /// The revocation of `subject`, if any: since when and why.
+    pub fn subject_revocation(&self, subject: &Subject) -> Result<Option<SubjectRevocation>> {
+        let key = subject.to_string();
+        match self.get_raw(CF_REVOKED_SUBJECTS, &key)? {
+            None => Ok(None),
+            Some(v) => decode_subject(&key, &v).map(Some),
+        }
     }
 
     /// Every revocation, for a [`crate::Verifier`] or for publishing.
@@ -262,7 +350,7 @@ impl Entitlements {
         for (k, v) in self.scan_raw(CF_REVOKED_SUBJECTS)? {
             let key = String::from_utf8_lossy(&k).into_owned();
             let sub: Subject = key.parse().map_err(|e| corrupt(CF_REVOKED_SUBJECTS, &key, e))?;
-            out.revoke_subject(sub, decode_time(CF_REVOKED_SUBJECTS, &key, &v)?);
+            out.revoke_subject(sub, decode_subject(&key, &v)?.since);
         }
         Ok(out)
     }
@@ -272,22 +360,51 @@ impl Entitlements {
         Ok(self.revocations()?.to_json_bytes())
     }
 
-    fn follow_status(&self, batch: &mut WriteBatch, subject: &Subject, status: Status, now: UnixTime) -> Result<()> {
-        if status == Status::Active {
-            batch.delete_cf(self.db.require_cf(CF_REVOKED_SUBJECTS)?, subject.to_string());
-            Ok(())
-        } else {
-            self.put_subject_revocation(batch, subject, now)
+    /// Keeps the status cause of `subject`'s revocation in line with its record's status.
+    /// The manual cause is never touched here, so no import lifts `token revoke --subject`.
+    /// A record that is (or becomes) inactive is revoked; only a change from an inactive
+    /// status to `active` lifts the status cause, so an unchanged re-import changes nothing.
+    fn follow_status(
+        &self,
+        batch: &mut WriteBatch,
+        subject: &Subject,
+        old: Option<Status>,
+        new: Status,
+        now: UnixTime,
+    ) -> Result<()> {
+        let was_active = old.is_none_or(|s| s == Status::Active);
+        match (was_active, new == Status::Active) {
+            (_, false) => self.change_causes(batch, subject, now, |c| c.status = true).map(drop),
+            (false, true) => self.change_causes(batch, subject, now, |c| c.status = false).map(drop),
+            (true, true) => Ok(()),
         }
     }
 
-    fn put_subject_revocation(&self, batch: &mut WriteBatch, subject: &Subject, now: UnixTime) -> Result<()> {
+    /// Stages the revocation entry of `subject` with its causes changed by `change`: deleted
+    /// when no cause is left, written otherwise (keeping the first revocation time, so
+    /// re-imports never make it look newer). Returns the causes left.
+    fn change_causes(
+        &self,
+        batch: &mut WriteBatch,
+        subject: &Subject,
+        now: UnixTime,
+        change: impl FnOnce(&mut Causes),
+    ) -> Result<Causes> {
         let key = subject.to_string();
-        // Keep the first revocation time: re-imports must not make it look newer.
-        if self.get_raw(CF_REVOKED_SUBJECTS, &key)?.is_none() {
-            batch.put_cf(self.db.require_cf(CF_REVOKED_SUBJECTS)?, key, time_value(now));
+        let cf = self.db.require_cf(CF_REVOKED_SUBJECTS)?;
+        let old = self.subject_revocation(subject)?;
+        let mut causes = old.map(|r| r.causes).unwrap_or_default();
+        change(&mut causes);
+        if old.map(|r| r.causes) == Some(causes) {
+            return Ok(causes);
         }
-        Ok(())
+        if causes.any() {
+            let since = old.map_or(now, |r| r.since);
+            batch.put_cf(cf, key, subject_value(since, causes));
+        } else {
+            batch.delete_cf(cf, key);
+        }
+        Ok(causes)
     }
 
     fn owner_of(&self, hash: &CredentialHash) -> Result<Option<PartnerId>> {
@@ -340,6 +457,30 @@ fn value<T: Serialize>(rec: &T) -> Vec<u8> {
 
 fn time_value(t: UnixTime) -> Vec<u8> {
     fwrepo_db::encode(FORMAT, &t.0.to_be_bytes())
+}
+
+fn subject_value(since: UnixTime, causes: Causes) -> Vec<u8> {
+    let mut body = since.0.to_be_bytes().to_vec();
+    body.push(causes.to_byte());
+    fwrepo_db::encode(SUBJECT_FORMAT, &body)
+}
+
+fn decode_subject(key: &str, v: &[u8]) -> Result<SubjectRevocation> {
+    const CF: &str = CF_REVOKED_SUBJECTS;
+    if v.first() == Some(&FORMAT) {
+        // Written before causes were kept: manual, so that no import lifts it.
+        let since = decode_time(CF, key, v)?;
+        return Ok(SubjectRevocation { since, causes: Causes { manual: true, status: false } });
+    }
+    let body = fwrepo_db::decode(CF, SUBJECT_FORMAT, v)?;
+    let bad = |reason: &str| Error::CorruptRecord { cf: CF, key: key.to_owned(), reason: reason.to_owned() };
+    let (time, flags) = match body {
+        [t @ .., f] if t.len() == 8 => (t, *f),
+        _ => return Err(bad("subject revocation is not 9 bytes")),
+    };
+    let since = UnixTime(i64::from_be_bytes(time.try_into().expect("8 bytes")));
+    let causes = Causes::from_byte(flags).ok_or_else(|| bad("unknown revocation causes"))?;
+    Ok(SubjectRevocation { since, causes })
 }
 
 fn decode_time(cf: &'static str, key: &str, v: &[u8]) -> Result<UnixTime> {

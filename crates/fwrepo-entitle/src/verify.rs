@@ -15,6 +15,11 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The most clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_S: i64 = 60;
 
+/// The longest life (`exp − iat`) of any token, in seconds: 24 h. Issuers refuse to sign for
+/// longer and verifiers reject longer-lived tokens, so a token minted with a huge `exp`
+/// (by a bug, or with a key that later leaked) is worthless rather than a standing pass.
+pub const MAX_TOKEN_LIFETIME_S: i64 = 24 * 60 * 60;
+
 /// Why a token was not accepted. Fieldless and `Copy` so a server can count them by
 /// [`Reject::as_str`] without logging anything a caller sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,6 +39,8 @@ pub enum Reject {
     Expired,
     /// Before `nbf` (minus leeway).
     NotYetValid,
+    /// `exp − iat` is longer than the verifier's maximum token lifetime.
+    LifetimeTooLong,
     /// `aud` is not this service.
     WrongAudience,
     /// `iss` is not the expected issuer.
@@ -50,7 +57,7 @@ pub enum Reject {
 
 impl Reject {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [Reject; 13] = [
+    pub const ALL: [Reject; 14] = [
         Reject::TooLarge,
         Reject::Malformed,
         Reject::UnsupportedAlgorithm,
@@ -58,6 +65,7 @@ impl Reject {
         Reject::BadSignature,
         Reject::Expired,
         Reject::NotYetValid,
+        Reject::LifetimeTooLong,
         Reject::WrongAudience,
         Reject::WrongIssuer,
         Reject::RevokedToken,
@@ -76,6 +84,7 @@ impl Reject {
             Reject::BadSignature => "bad_signature",
             Reject::Expired => "expired",
             Reject::NotYetValid => "not_yet_valid",
+            Reject::LifetimeTooLong => "lifetime_too_long",
             Reject::WrongAudience => "wrong_audience",
             Reject::WrongIssuer => "wrong_issuer",
             Reject::RevokedToken => "revoked_token",
@@ -117,12 +126,21 @@ pub struct Verifier {
     audience: String,
     issuer: Option<String>,
     leeway: i64,
+    max_lifetime: i64,
 }
 
 impl Verifier {
-    /// A verifier for tokens addressed to `audience`, with [`LEEWAY_S`] of clock skew.
+    /// A verifier for tokens addressed to `audience`, with [`LEEWAY_S`] of clock skew, that
+    /// rejects tokens living longer than [`MAX_TOKEN_LIFETIME_S`].
     pub fn new(keys: VerifyingKeys, revocations: Revocations, audience: impl Into<String>) -> Verifier {
-        Verifier { keys, revocations, audience: audience.into(), issuer: None, leeway: LEEWAY_S }
+        Verifier {
+            keys,
+            revocations,
+            audience: audience.into(),
+            issuer: None,
+            leeway: LEEWAY_S,
+            max_lifetime: MAX_TOKEN_LIFETIME_S,
+        }
     }
 
     /// Also require `iss` to be `issuer`.
@@ -134,6 +152,12 @@ impl Verifier {
     /// Tolerate `secs` of clock skew, clamped to `0..=LEEWAY_S`.
     pub fn with_leeway(mut self, secs: i64) -> Verifier {
         self.leeway = secs.clamp(0, LEEWAY_S);
+        self
+    }
+
+    /// Reject tokens whose `exp − iat` exceeds `secs`, clamped to `1..=MAX_TOKEN_LIFETIME_S`.
+    pub fn with_max_lifetime(mut self, secs: i64) -> Verifier {
+        self.max_lifetime = secs.clamp(1, MAX_TOKEN_LIFETIME_S);
         self
     }
 
@@ -195,6 +219,10 @@ impl Verifier {
         }
         if now.0 < claims.nbf.0.saturating_sub(self.leeway) {
             return Err(Reject::NotYetValid);
+        }
+        // A difference that overflows (exp = i64::MAX, iat far below zero) is too long too.
+        if claims.exp.0.checked_sub(claims.iat.0).is_none_or(|life| life > self.max_lifetime) {
+            return Err(Reject::LifetimeTooLong);
         }
         if claims.aud != self.audience {
             return Err(Reject::WrongAudience);

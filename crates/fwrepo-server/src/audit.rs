@@ -1,5 +1,10 @@
-//! The audit log of gated downloads: one JSON object per line (time, subject, jti, blob, bytes,
-//! status), rotated by size to `<file>.1` … `<file>.N`.
+//! The audit log of gated downloads and refused token requests: one JSON object per line
+//! (time, client, subject, jti, blob, path, bytes, status), rotated by size to `<file>.1` …
+//! `<file>.N`.
+//!
+//! Every field is bounded, so a flood of requests with huge paths cannot rotate a real record
+//! out of the kept files any faster than a flood of ordinary ones: `path` is the canonical name
+//! of what was asked for (the blob id, the decoded target name), cut at [`MAX_PATH`] bytes.
 //!
 //! Each record is one `write` to a file opened for appending, so concurrent servers or a
 //! crash never interleave half lines. Rotation renames under the lock; a reader tailing the
@@ -14,21 +19,46 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-/// One gated request that got past authentication.
+/// Longest `path` written; longer ones are cut on a character boundary and end in `…`.
+pub const MAX_PATH: usize = 256;
+
+/// One gated request that got past authentication, or a refused token request.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
+    /// The client's IP address.
+    pub client: String,
     /// `serial:…`, `agreement:…` or `partner:…`.
     pub subject: String,
     pub jti: String,
     /// The blob id (BLAKE3, hex).
     pub blob: String,
-    /// What was asked for: the request path.
+    /// What was asked for, canonical and bounded: `/v1/blobs/<id>`, `/v1/blobs/<id>/chunks`,
+    /// `/targets/<decoded name>` (see [`bounded_path`]).
     pub path: String,
     /// Body bytes handed to the connection.
     pub bytes: u64,
     pub status: u16,
+    /// Why a request was refused, when that is not a download status (e.g. which rate limit).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// `path` cut to at most [`MAX_PATH`] bytes on a character boundary, `…` marking a cut.
+pub fn bounded_path(path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
+    }
+    let marker = '…';
+    let mut end = MAX_PATH - marker.len_utf8();
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(MAX_PATH);
+    out.push_str(&path[..end]);
+    out.push(marker);
+    out
 }
 
 /// The current time as RFC 3339 with milliseconds.
@@ -114,13 +144,27 @@ mod tests {
     fn record(i: u64) -> AuditRecord {
         AuditRecord {
             time: now_rfc3339(),
+            client: "127.0.0.1".into(),
             subject: "serial:S1".into(),
             jti: format!("j{i}"),
             blob: "ab".repeat(32),
             path: "/v1/blobs/x".into(),
             bytes: i,
             status: 200,
+            reason: String::new(),
         }
+    }
+
+    #[test]
+    fn long_paths_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded_path("/v1/blobs/ab"), "/v1/blobs/ab");
+        let long = format!("/targets/{}", "é".repeat(10_000));
+        let cut = bounded_path(&long);
+        assert!(cut.len() <= MAX_PATH, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+        let exact = "a".repeat(MAX_PATH);
+        assert_eq!(bounded_path(&exact), exact);
     }
 
     #[test]

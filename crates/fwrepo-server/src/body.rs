@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::audit::AuditRecord;
+use crate::server::InFlight;
 use crate::state::ServerState;
 
 /// A response body of known length.
@@ -21,6 +22,8 @@ pub struct Body {
     remaining: u64,
     sent: u64,
     tracker: Option<Tracker>,
+    /// Keeps the connection's request count up until the body is dropped.
+    in_flight: Option<InFlight>,
 }
 
 /// Where the body reports what it sent.
@@ -41,7 +44,7 @@ impl Body {
     /// A body of these chunks, in order.
     pub fn from_chunks(chunks: Vec<Bytes>) -> Body {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Body { chunks: chunks.into_iter(), remaining, sent: 0, tracker: None }
+        Body { chunks: chunks.into_iter(), remaining, sent: 0, tracker: None, in_flight: None }
     }
 
     /// Counts sent bytes into `state`'s metrics and, with `audit`, logs the download on drop.
@@ -49,6 +52,12 @@ impl Body {
         if self.tracker.is_none() {
             self.tracker = Some(Tracker { state, audit: None });
         }
+        self
+    }
+
+    /// Counts this response's request as in progress on its connection until dropped.
+    pub(crate) fn with_in_flight(mut self, guard: InFlight) -> Body {
+        self.in_flight = Some(guard);
         self
     }
 

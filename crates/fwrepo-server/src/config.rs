@@ -23,6 +23,16 @@ pub struct ServerConfig {
     pub idle_timeout_s: u64,
     /// Most connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Most connections one client (an IPv4 address, an IPv6 /64) may hold at once; a further
+    /// one is closed as soon as it is accepted, so one client cannot take every slot.
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may stay open with no request in progress, whatever else it sends
+    /// (HTTP/2 PINGs or SETTINGS, bytes of an unfinished header block): then it is closed, after
+    /// a GOAWAY on HTTP/2. Keep-alive connections between requests count as idle too.
+    pub request_idle_timeout_s: u64,
+    /// Seconds a client has to send a whole request body (`/v1/catalog/plan`, `/v1/tokens`),
+    /// however steadily it trickles: a slower one is answered 408 and the connection closed.
+    pub body_read_timeout_s: u64,
     /// Seconds in-flight requests get to finish after shutdown is asked for; connections still
     /// open then are cut.
     pub shutdown_grace_s: u64,
@@ -47,6 +57,59 @@ pub struct ServerConfig {
     /// PEM private key (PKCS#8, RSA or EC) of `tls_cert`. Refused when group or others may
     /// access the file.
     pub tls_key: Option<PathBuf>,
+    /// Seconds between catching up with the writer: releases, records, revocations.
+    pub refresh_interval_s: u64,
+    /// Seconds revocation data may go without a successful refresh; past that, gated
+    /// downloads answer 503 until one succeeds (metadata stays public) and `/readyz` says
+    /// not ready. Default: 5 × `refresh_interval_s`. Must exceed `refresh_interval_s`.
+    pub revocation_max_age_s: Option<u64>,
+    /// Longest token life (`exp − iat`) accepted, in seconds: 1 to 86400 (24 h).
+    pub token_max_lifetime_s: i64,
+    /// `POST /v1/tokens`: which credentials earn a token, and its rate limits (`[tokens]`).
+    pub tokens: TokenConfig,
+}
+
+/// Which credentials `POST /v1/tokens` accepts on their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TokenRequire {
+    /// A serial alone (as strong as the serial is secret: it is printed on the machine), an
+    /// agreement alone, or a partner credential.
+    #[default]
+    #[serde(rename = "serial")]
+    Serial,
+    /// An agreement id together with a serial it covers, or a partner credential; a serial or
+    /// an agreement alone is refused.
+    #[serde(rename = "serial+agreement")]
+    SerialAndAgreement,
+}
+
+/// Settings of `POST /v1/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// `"serial"` (default) or `"serial+agreement"`.
+    pub require: TokenRequire,
+    /// Token requests one client (IPv4 address, IPv6 /64) may make per minute, sustained ...
+    pub per_client_per_minute: u32,
+    /// ... and at once after a quiet spell.
+    pub per_client_burst: u32,
+    /// Token requests naming one serial, agreement or partner credential per minute, from
+    /// anywhere ...
+    pub per_credential_per_minute: u32,
+    /// ... and at once.
+    pub per_credential_burst: u32,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            require: TokenRequire::Serial,
+            per_client_per_minute: 60,
+            per_client_burst: 20,
+            per_credential_per_minute: 10,
+            per_credential_burst: 10,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -57,6 +120,9 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             idle_timeout_s: 60,
             max_connections: 4096,
+            max_connections_per_ip: 64,
+            request_idle_timeout_s: 30,
+            body_read_timeout_s: 10,
             shutdown_grace_s: 30,
             max_json_body_bytes: 256 * 1024,
             h2_max_concurrent_streams: 128,
@@ -67,6 +133,10 @@ impl Default for ServerConfig {
             audit_log_keep: 8,
             tls_cert: None,
             tls_key: None,
+            refresh_interval_s: 5,
+            revocation_max_age_s: None,
+            token_max_lifetime_s: fwrepo_entitle::MAX_TOKEN_LIFETIME_S,
+            tokens: TokenConfig::default(),
         }
     }
 }
@@ -83,7 +153,11 @@ impl ServerConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self, origin: &str) -> Result<(), Error> {
         let bad = |reason: &str| Err(Error::Config { origin: origin.to_owned(), reason: reason.to_owned() });
-        if self.header_read_timeout_s == 0 || self.idle_timeout_s == 0 {
+        if self.header_read_timeout_s == 0
+            || self.idle_timeout_s == 0
+            || self.request_idle_timeout_s == 0
+            || self.body_read_timeout_s == 0
+        {
             return bad("timeouts must be at least one second");
         }
         // hyper refuses read buffers below 8 KiB.
@@ -93,13 +167,43 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");
         }
+        if self.max_connections_per_ip == 0 {
+            return bad("max_connections_per_ip must be at least 1");
+        }
+        let t = &self.tokens;
+        if t.per_client_per_minute == 0
+            || t.per_client_burst == 0
+            || t.per_credential_per_minute == 0
+            || t.per_credential_burst == 0
+        {
+            return bad("token rate limits must be at least 1");
+        }
         if self.audit_log.is_some() && self.audit_log_max_bytes < 4096 {
             return bad("audit_log_max_bytes must be at least 4096");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be set together");
         }
+        if self.refresh_interval_s == 0 {
+            return bad("refresh_interval_s must be at least 1");
+        }
+        if self.revocation_max_age_s.is_some_and(|m| m <= self.refresh_interval_s) {
+            return bad("revocation_max_age_s must be longer than refresh_interval_s");
+        }
+        if !(1..=fwrepo_entitle::MAX_TOKEN_LIFETIME_S).contains(&self.token_max_lifetime_s) {
+            return bad("token_max_lifetime_s must be 1 to 86400");
+        }
         Ok(())
+    }
+
+    /// Time between refreshes.
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_secs(self.refresh_interval_s)
+    }
+
+    /// How old revocation data may get before gated downloads fail closed.
+    pub fn revocation_max_age(&self) -> Duration {
+        Duration::from_secs(self.revocation_max_age_s.unwrap_or(self.refresh_interval_s.saturating_mul(5)))
     }
 
     pub(crate) fn header_read_timeout(&self) -> Duration {
@@ -108,6 +212,14 @@ impl ServerConfig {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_s)
+    }
+
+    pub(crate) fn request_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_idle_timeout_s)
+    }
+
+    pub(crate) fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_s)
     }
 
     pub(crate) fn shutdown_grace(&self) -> Duration {

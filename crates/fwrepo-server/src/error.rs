@@ -60,6 +60,9 @@ pub enum Error {
     TlsKeyMismatch { cert: PathBuf, key: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] fwrepo_store::Error),
+    /// Rebuilding the token verifier after catching up failed.
+    #[error("refresh: {reason}")]
+    Refresh { reason: String },
 }
 
 /// Why a request failed, as far as the caller may know.
@@ -72,6 +75,14 @@ pub enum ApiError {
     Forbidden,
     /// Token issuance refused; the reason is safe to show.
     Refused(Refusal),
+    /// A credential this server does not accept on its own (`[tokens] require`): 403.
+    CredentialNotAccepted(&'static str),
+    /// Too many token requests: 429 with `Retry-After` in seconds.
+    TooManyRequests(u64),
+    /// The request body did not arrive within the body read timeout: 408, connection closed.
+    RequestTimeout,
+    /// `If-Match` names no current representation: 412.
+    PreconditionFailed,
     NotFound,
     /// A mirror asked for firmware it does not carry: 404 saying so, so the client tries the
     /// next mirror or the origin.
@@ -84,6 +95,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 416 for a representation of this length.
     RangeNotSatisfiable(u64),
+    /// 503 with `Retry-After`: the server cannot decide safely now (stale revocation data).
+    Unavailable {
+        retry_after_s: u64,
+    },
     /// Something broke on our side; the text is logged, never sent.
     Internal(String),
 }
@@ -96,13 +111,17 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::Refused(_) | ApiError::CredentialNotAccepted(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::NotFound | ApiError::NotCarried | ApiError::MirrorNoTokens(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +133,10 @@ impl ApiError {
             ApiError::Unauthenticated => ("invalid_token", None),
             ApiError::Forbidden => ("forbidden", None),
             ApiError::Refused(r) => ("refused", Some(r.as_str().to_owned())),
+            ApiError::CredentialNotAccepted(why) => ("refused", Some((*why).to_owned())),
+            ApiError::TooManyRequests(_) => ("rate_limited", None),
+            ApiError::RequestTimeout => ("request_timeout", Some("request body not received in time".into())),
+            ApiError::PreconditionFailed => ("precondition_failed", None),
             ApiError::NotFound => ("not_found", None),
             ApiError::NotCarried => (
                 "not_carried",
@@ -128,6 +151,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ("payload_too_large", None),
             ApiError::UnsupportedMediaType => ("unsupported_media_type", Some("expected application/json".into())),
             ApiError::RangeNotSatisfiable(_) => ("range_not_satisfiable", None),
+            ApiError::Unavailable { .. } => ("unavailable", Some("temporarily unavailable, retry later".into())),
             ApiError::Internal(what) => {
                 tracing::error!(error = %what, "request failed");
                 ("internal", None)
@@ -152,6 +176,9 @@ impl ApiError {
                 // not told to the caller.
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
+            ApiError::TooManyRequests(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             ApiError::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
@@ -159,6 +186,9 @@ impl ApiError {
                 let v = crate::range::unsatisfied_range(blob_len);
                 h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&v).expect("ascii"));
                 h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            ApiError::Unavailable { retry_after_s } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}
         }

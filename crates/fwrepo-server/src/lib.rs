@@ -27,17 +27,19 @@
 //! | `GET/HEAD /v1/blobs/<blake3>/chunks` | bearer token |
 //! | `GET /v1/catalog/models`, `/v1/catalog/models/<model>`, `/v1/catalog/releases/<id>` | public |
 //! | `POST /v1/catalog/plan` | public |
-//! | `POST /v1/tokens` | public (origin role only) |
+//! | `POST /v1/tokens` | public, rate limited per client and credential (origin role only) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | public |
 //!
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
-//! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body), [`metrics`], `audit`.
+//! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
+//! `limit` (token rate limits, client keys), [`metrics`], `audit`.
 
 mod audit;
 mod body;
 mod config;
 mod error;
+mod limit;
 pub mod metrics;
 mod mirror;
 pub mod range;
@@ -48,7 +50,7 @@ mod tls;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use body::Body;
-pub use config::ServerConfig;
+pub use config::{ServerConfig, TokenConfig, TokenRequire};
 pub use error::Error;
 pub use mirror::MirrorStatus;
 pub use server::{Bound, bind, serve};

@@ -6,8 +6,11 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use fwrepo_entitle::Reject;
+
+use crate::limit::LimitedBy;
 
 /// What a request was for, as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,8 @@ impl Route {
 }
 
 /// Statuses counted separately; anything else is counted as `other`.
-const STATUSES: [u16; 16] = [200, 204, 206, 304, 400, 401, 403, 404, 405, 413, 415, 416, 431, 500, 503, 0];
+const STATUSES: [u16; 19] =
+    [200, 204, 206, 304, 400, 401, 403, 404, 405, 408, 412, 413, 415, 416, 429, 431, 500, 503, 0];
 
 fn status_slot(status: u16) -> usize {
     STATUSES[..STATUSES.len() - 1].iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
@@ -84,6 +88,18 @@ pub struct Metrics {
     open_connections: AtomicI64,
     connections_total: AtomicU64,
     audit_errors: AtomicU64,
+    /// When the counters were made; refresh times are milliseconds since then.
+    epoch: Instant,
+    /// Last successful refresh (creation counts: the state starts with fresh data).
+    last_refresh_ms: AtomicU64,
+    refresh_failures_in_a_row: AtomicU64,
+    refresh_failures_total: AtomicU64,
+    connections_refused_per_ip: AtomicU64,
+    connections_closed_no_request: AtomicU64,
+    /// By [`LimitedBy`]: client, credential.
+    tokens_rate_limited: [AtomicU64; 2],
+    blob_facts_cached: AtomicU64,
+    blob_facts_looked_up: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -97,6 +113,15 @@ impl Default for Metrics {
             open_connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             audit_errors: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+            refresh_failures_in_a_row: AtomicU64::new(0),
+            refresh_failures_total: AtomicU64::new(0),
+            connections_refused_per_ip: AtomicU64::new(0),
+            connections_closed_no_request: AtomicU64::new(0),
+            tokens_rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
+            blob_facts_cached: AtomicU64::new(0),
+            blob_facts_looked_up: AtomicU64::new(0),
         }
     }
 }
@@ -136,6 +161,51 @@ impl Metrics {
 
     pub fn audit_error(&self) {
         self.audit_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A refresh round succeeded: revocation data is fresh again.
+    pub fn refresh_succeeded(&self) {
+        self.last_refresh_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        self.refresh_failures_in_a_row.store(0, Relaxed);
+    }
+
+    pub fn refresh_failed(&self) {
+        self.refresh_failures_in_a_row.fetch_add(1, Relaxed);
+        self.refresh_failures_total.fetch_add(1, Relaxed);
+    }
+
+    /// Time since the last successful refresh (or since the counters were made).
+    pub fn since_last_refresh(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_refresh_ms.load(Relaxed)))
+    }
+
+    /// Refresh rounds failed since the last success.
+    pub fn consecutive_refresh_failures(&self) -> u64 {
+        self.refresh_failures_in_a_row.load(Relaxed)
+    }
+
+    /// A connection closed at accept because its client already held its share.
+    pub fn connection_refused_per_ip(&self) {
+        self.connections_refused_per_ip.fetch_add(1, Relaxed);
+    }
+
+    /// A connection closed because no request was in progress for too long.
+    pub fn connection_closed_no_request(&self) {
+        self.connections_closed_no_request.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn token_rate_limited(&self, by: LimitedBy) {
+        let slot = match by {
+            LimitedBy::Client => 0,
+            LimitedBy::Credential => 1,
+        };
+        self.tokens_rate_limited[slot].fetch_add(1, Relaxed);
+    }
+
+    /// A download-gate lookup of a blob's facts, answered from the cache or not.
+    pub fn blob_facts(&self, cached: bool) {
+        if cached { &self.blob_facts_cached } else { &self.blob_facts_looked_up }.fetch_add(1, Relaxed);
     }
 
     /// Current number of open connections.
@@ -198,6 +268,49 @@ impl Metrics {
         out.push_str("# HELP fwrepo_audit_errors_total Audit records that could not be written.\n");
         out.push_str("# TYPE fwrepo_audit_errors_total counter\n");
         let _ = writeln!(out, "fwrepo_audit_errors_total {}", self.audit_errors.load(Relaxed));
+        out.push_str(
+            "# HELP fwrepo_revocations_age_seconds Seconds since revocation data last refreshed successfully.\n",
+        );
+        out.push_str("# TYPE fwrepo_revocations_age_seconds gauge\n");
+        let _ = writeln!(out, "fwrepo_revocations_age_seconds {}", self.since_last_refresh().as_secs());
+        out.push_str("# HELP fwrepo_refresh_failures_consecutive Refresh rounds failed since the last success.\n");
+        out.push_str("# TYPE fwrepo_refresh_failures_consecutive gauge\n");
+        let _ = writeln!(out, "fwrepo_refresh_failures_consecutive {}", self.consecutive_refresh_failures());
+        out.push_str("# HELP fwrepo_refresh_failures_total Refresh rounds failed.\n");
+        out.push_str("# TYPE fwrepo_refresh_failures_total counter\n");
+        let _ = writeln!(out, "fwrepo_refresh_failures_total {}", self.refresh_failures_total.load(Relaxed));
+        out.push_str("# HELP fwrepo_connections_refused_total Connections closed at accept, by reason.\n");
+        out.push_str("# TYPE fwrepo_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "fwrepo_connections_refused_total{{reason=\"per_ip\"}} {}",
+            self.connections_refused_per_ip.load(Relaxed)
+        );
+        out.push_str(
+            "# HELP fwrepo_connections_closed_no_request_total Connections closed with no request in progress for too long.\n",
+        );
+        out.push_str("# TYPE fwrepo_connections_closed_no_request_total counter\n");
+        let _ = writeln!(
+            out,
+            "fwrepo_connections_closed_no_request_total {}",
+            self.connections_closed_no_request.load(Relaxed)
+        );
+        out.push_str("# HELP fwrepo_token_requests_rate_limited_total Token requests refused with 429, by limit.\n");
+        out.push_str("# TYPE fwrepo_token_requests_rate_limited_total counter\n");
+        for (i, by) in [LimitedBy::Client, LimitedBy::Credential].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "fwrepo_token_requests_rate_limited_total{{limit=\"{}\"}} {}",
+                by.as_str(),
+                self.tokens_rate_limited[i].load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP fwrepo_blob_facts_total Download-gate lookups of blob facts, by whether the cache answered.\n",
+        );
+        out.push_str("# TYPE fwrepo_blob_facts_total counter\n");
+        let _ = writeln!(out, "fwrepo_blob_facts_total{{cache=\"hit\"}} {}", self.blob_facts_cached.load(Relaxed));
+        let _ = writeln!(out, "fwrepo_blob_facts_total{{cache=\"miss\"}} {}", self.blob_facts_looked_up.load(Relaxed));
         out
     }
 }

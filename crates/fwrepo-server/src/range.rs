@@ -1,5 +1,5 @@
 //! RFC 9110 range requests, pure: parsing `Range`, deciding what to answer (`If-Range`,
-//! coalescing, the abuse limits), conditional `If-None-Match`, and laying out a
+//! coalescing, the abuse limits), conditional `If-Match` and `If-None-Match`, and laying out a
 //! `multipart/byteranges` body.
 //!
 //! Nothing here touches the network or the store, so the whole request → response decision is
@@ -117,6 +117,14 @@ pub fn if_none_match(value: &[u8], etag: &str) -> bool {
         let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
         tag == want
     })
+}
+
+/// Whether an `If-Match` field value lets a request on the representation tagged `etag`
+/// (strong, quotes included) proceed (RFC 9110 §13.1.1): `*`, or a list naming `etag` by
+/// strong comparison, so a weak `W/` tag never matches. `false` means 412.
+pub fn if_match(value: &[u8], etag: &str) -> bool {
+    let value = trim(value);
+    value == b"*" || value.split(|&b| b == b',').any(|tag| trim(tag) == etag.as_bytes())
 }
 
 /// One parsed range-spec.

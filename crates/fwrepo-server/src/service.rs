@@ -4,6 +4,9 @@
 //!
 //! `/v1/blobs/<id>`, `/v1/blobs/<id>/chunks` and `/targets/<path>` are gated in this order:
 //!
+//! 0. **Fresh revocations.** While revocation data is older than its limit (refreshes
+//!    failing), every gated request is a 503 with `Retry-After`: a revoked token must never
+//!    download because the server could not learn of its revocation.
 //! 1. **Authenticate.** No `Authorization: Bearer`, or a token that fails verification, is a
 //!    401 — before anything about the requested object is looked up, so an anonymous caller
 //!    learns nothing, not even whether the id is well formed.
@@ -14,23 +17,39 @@
 //!    covers every model (`*`, a partner) can get a 404, and it is entitled to know.
 //! 3. **Serve.** An entitled object the store does not hold (a mirror mid-sync) is a 404.
 //!
-//! Every request past step 1 is written to the audit log with its final status.
+//! Every request past step 1 is written to the audit log with its final status, under a
+//! bounded, canonical path (the blob id, or the decoded target name cut short).
+//!
+//! Conditionals on a served object follow RFC 9110 §13.2.2: `If-Match` (strong comparison,
+//! `*` for any) first, a miss is 412; then `If-None-Match` (304); then `If-Range`/`Range`.
+//!
+//! # Token issuance
+//!
+//! `POST /v1/tokens` is rate limited per client address before its body is read, then per
+//! credential named (`crate::limit`); a refusal is 429 with `Retry-After`, counted in
+//! `/metrics` and (bounded) written to the audit log. The body has `body_read_timeout_s` to
+//! arrive in full, like every JSON body: a slower one is 408 and the connection is closed.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fwrepo_catalog::{ModelName, PlanRequest, ReleaseId};
-use fwrepo_entitle::{AgreementId, Claims, Scope, Serial, TokenRequest, UnixTime};
+use fwrepo_entitle::{
+    AgreementId, Claims, Entitlements, IssuedToken, Issuer, Refusal, Scope, Serial, Subject, TokenRequest, UnixTime,
+};
 use fwrepo_store::Digest;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditRecord, now_rfc3339};
+use crate::audit::{AuditRecord, bounded_path, now_rfc3339};
 use crate::body::Body;
+use crate::config::TokenRequire;
 use crate::error::ApiError;
+use crate::limit::{RateLimited, retry_after_secs};
 use crate::metrics::Route;
 use crate::range::{self, Multipart, RangePlan};
 use crate::state::{BlobFacts, ServerState};
@@ -38,10 +57,15 @@ use crate::state::{BlobFacts, ServerState};
 const OCTET_STREAM: &str = "application/octet-stream";
 const GET_HEAD: &str = "GET, HEAD";
 
+/// The peer of the connection a request came on; the server puts it in the request's
+/// extensions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddr(pub SocketAddr);
+
 /// Per-request facts the outer layer needs after the handler ran.
-#[derive(Default)]
 struct Ctx {
     audit: Option<AuditRecord>,
+    client: IpAddr,
 }
 
 /// The hyper service function.
@@ -51,9 +75,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let head = req.method() == Method::HEAD;
-    let mut ctx = Ctx::default();
+    let http1 = req.version() < Version::HTTP_2;
+    let client = req.extensions().get::<ClientAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let mut ctx = Ctx { audit: None, client };
     let (route, result) = route(&state, req, &mut ctx).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response(head));
+    if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body would be the next request's bytes: never read it.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     state.metrics().request(route, status);
     if let Some(mut record) = ctx.audit.take() {
@@ -87,7 +117,11 @@ where
             return (Route::Chunks, chunks(state, &parts, id, &path, ctx));
         }
         let blob = rest.parse::<Digest>().ok();
-        return (Route::Blobs, download(state, &parts, blob, &path, ctx));
+        let audit_path = match blob {
+            Some(b) => format!("/v1/blobs/{}", b.to_hex()),
+            None => bounded_path(&path),
+        };
+        return (Route::Blobs, download(state, &parts, blob, &audit_path, ctx));
     }
     if let Some(rest) = path.strip_prefix("/targets/") {
         if !get_head {
@@ -95,11 +129,13 @@ where
         }
         let r = (|| {
             let claims = authenticate(state, &parts.headers)?;
-            let blob = match decode(rest) {
-                Some(name) => state.resolve_target(&name)?,
+            let name = decode(rest);
+            let blob = match &name {
+                Some(name) => state.resolve_target(name)?,
                 None => None,
             };
-            gated_download(state, &parts, claims, blob, &path, ctx)
+            let audit_path = bounded_path(&format!("/targets/{}", name.as_deref().unwrap_or(rest)));
+            gated_download(state, &parts, claims, blob, &audit_path, ctx)
         })();
         return (Route::Targets, r);
     }
@@ -135,7 +171,7 @@ where
             if parts.method != Method::POST {
                 return (Route::Tokens, Err(ApiError::MethodNotAllowed("POST")));
             }
-            (Route::Tokens, tokens(state, &parts, body).await)
+            (Route::Tokens, tokens(state, &parts, body, ctx.client).await)
         }
         "/healthz" | "/readyz" | "/metrics" => {
             let route = match path.as_str() {
@@ -148,11 +184,10 @@ where
             }
             let (status, text) = match route {
                 Route::Healthz => (StatusCode::OK, "ok\n".to_owned()),
-                Route::Readyz if state.mirror().is_some_and(|m| m.expired(UnixTime::now().0)) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "timestamp metadata expired\n".to_owned())
-                }
-                Route::Readyz if state.is_ready() => (StatusCode::OK, "ready\n".to_owned()),
-                Route::Readyz => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
+                Route::Readyz => match state.not_ready_reason() {
+                    None => (StatusCode::OK, "ready\n".to_owned()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                },
                 _ => {
                     let mut text = state.metrics().render();
                     if let Some(m) = state.mirror() {
@@ -182,8 +217,9 @@ fn decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
-/// Step 1 of the gate: the bearer token's claims.
+/// Steps 0 and 1 of the gate: fresh revocation data, then the bearer token's claims.
 fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
+    state.require_fresh_revocations()?;
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -202,42 +238,51 @@ fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>,
 }
 
 /// Step 2 of the gate: whether `claims` cover `blob`, and its facts if so.
+///
+/// Every request here does one facts lookup the same way ([`ServerState::blob_facts`] caches
+/// known and unknown ids alike; a malformed id or a target name that resolves to nothing
+/// looks up [`NO_BLOB`]). The store is asked again only for an entitled caller whose blob it
+/// lacked when the facts were cached.
 fn authorize(state: &ServerState, claims: &Claims, blob: Option<Digest>) -> Result<(Digest, Arc<BlobFacts>), ApiError> {
-    let facts = match blob {
-        Some(b) => state.blob_facts(&b)?,
-        None => None,
-    };
-    // A published file no release names (the auth documents a mirror syncs) is for mirror
-    // tokens; it is fetched by its BLAKE3 id, which only signed metadata tells.
-    if facts.is_none()
+    let facts = state.blob_facts(&blob.unwrap_or(NO_BLOB))?;
+    // A current `auth/*` target (the auth documents a mirror syncs) is named by no release;
+    // it is for mirror tokens, fetched by its BLAKE3 id, which only signed metadata tells.
+    // Any other stored blob no release names stays out of reach.
+    if facts.models.is_empty()
         && claims.scope == Scope::Mirror
         && let Some(b) = blob
-        && let Some(f) = state.unlisted_blob_facts(&b)?
+        && let Some(f) = state.auth_blob_facts(&b)?
     {
         return Ok((b, f));
     }
-    let no_models: &[String] = &[];
-    let models = facts.as_ref().map_or(no_models, |f| &f.models[..]);
-    if let Err(r) = claims.authorize(Scope::Download, models) {
+    if let Err(r) = claims.authorize(Scope::Download, &facts.models) {
         state.metrics().auth_failure(Some(r));
         return Err(ApiError::Forbidden);
     }
     // Only a token covering every model gets here for an object no release names.
-    match (blob, facts) {
-        (Some(b), Some(f)) => Ok((b, f)),
+    match blob {
+        Some(b) if !facts.models.is_empty() && facts.len.is_none() => Ok((b, state.blob_facts_uncached(&b)?)),
+        Some(b) if !facts.models.is_empty() => Ok((b, facts)),
         _ => Err(ApiError::NotFound),
     }
 }
 
-fn audit_record(claims: &Claims, blob: Option<Digest>, path: &str) -> AuditRecord {
+/// The id looked up for a request that names no well-formed blob: 32 zero bytes, the BLAKE3
+/// of nothing anyone can find (that would be a preimage), so no release ever names it.
+const NO_BLOB: Digest = Digest([0; 32]);
+
+/// `path` is already canonical and bounded.
+fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>, path: String) -> AuditRecord {
     AuditRecord {
         time: now_rfc3339(),
+        client: client.to_string(),
         subject: claims.sub.to_string(),
         jti: claims.jti.as_str().to_owned(),
         blob: blob.map(|b| b.to_hex()).unwrap_or_default(),
-        path: path.to_owned(),
+        path,
         bytes: 0,
         status: 0,
+        reason: String::new(),
     }
 }
 
@@ -260,7 +305,7 @@ fn gated_download(
     path: &str,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
-    ctx.audit = Some(audit_record(&claims, blob, path));
+    ctx.audit = Some(audit_record(ctx.client, &claims, blob, path.to_owned()));
     let (blob, facts) = authorize(state, &claims, blob)?;
     let len = facts.len.ok_or_else(|| not_held(state))?;
     serve_blob(state, parts, &blob, &facts, len)
@@ -269,7 +314,11 @@ fn gated_download(
 fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let claims = authenticate(state, &parts.headers)?;
     let blob = id.parse::<Digest>().ok();
-    ctx.audit = Some(audit_record(&claims, blob, path));
+    let audit_path = match blob {
+        Some(b) => format!("/v1/blobs/{}/chunks", b.to_hex()),
+        None => bounded_path(path),
+    };
+    ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
         return Err(not_held(state));
@@ -277,6 +326,7 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
     let index = state.store().chunk_index(&blob)?;
     let etag = format!("\"{}\"", index.id().to_hex());
     let head = parts.method == Method::HEAD;
+    check_if_match(&parts.headers, &etag)?;
     if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
         && range::if_none_match(inm.as_bytes(), &etag)
     {
@@ -299,7 +349,8 @@ fn serve_blob(
 ) -> Result<Response<Body>, ApiError> {
     let head = parts.method == Method::HEAD;
     let h = &parts.headers;
-    // If-None-Match is evaluated before Range (RFC 9110 §13.2.2).
+    // If-Match, then If-None-Match, then Range (RFC 9110 §13.2.2).
+    check_if_match(h, &facts.etag)?;
     if let Some(inm) = h.get(header::IF_NONE_MATCH)
         && range::if_none_match(inm.as_bytes(), &facts.etag)
     {
@@ -360,6 +411,17 @@ fn serve_blob(
     Ok(resp)
 }
 
+/// 412 unless `If-Match` is absent, `*`, or names `etag` (strong comparison).
+fn check_if_match(headers: &HeaderMap, etag: &str) -> Result<(), ApiError> {
+    // Several If-Match fields form one list: the request may proceed if any names the tag.
+    let mut fields = headers.get_all(header::IF_MATCH).iter().peekable();
+    if fields.peek().is_none() || fields.any(|v| range::if_match(v.as_bytes(), etag)) {
+        Ok(())
+    } else {
+        Err(ApiError::PreconditionFailed)
+    }
+}
+
 fn not_modified(etag: HeaderValue, cache: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -402,6 +464,7 @@ fn metadata(state: &ServerState, headers: &HeaderMap, name: &str, head: bool) ->
         HeaderValue::from_str(&format!("public, max-age={}", state.timestamp_max_age)).expect("ascii")
     };
     let etag = HeaderValue::from_str(&format!("\"{}\"", Digest::of(&bytes).to_hex())).expect("hex");
+    check_if_match(headers, etag.to_str().expect("ascii"))?;
     if let Some(inm) = headers.get(header::IF_NONE_MATCH)
         && range::if_none_match(inm.as_bytes(), etag.to_str().expect("ascii"))
     {
@@ -448,7 +511,9 @@ fn catalog_release(state: &ServerState, raw: &str, head: bool) -> Result<Respons
     json_response(&release, head)
 }
 
-/// Reads a JSON request body of at most `state.max_json_body` bytes.
+/// Reads a JSON request body of at most `state.max_json_body` bytes, all of it within
+/// `state.body_read_timeout` (a client trickling a byte at a time would otherwise hold its
+/// connection slot for as long as it likes).
 async fn read_json<B, T>(state: &ServerState, parts: &Parts, body: B) -> Result<T, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -466,7 +531,8 @@ where
     if declared.is_some_and(|n| n > state.max_json_body as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let collected = Limited::new(body, state.max_json_body).collect().await.map_err(|e| {
+    let read = tokio::time::timeout(state.body_read_timeout, Limited::new(body, state.max_json_body).collect());
+    let collected = read.await.map_err(|_| ApiError::RequestTimeout)?.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             ApiError::PayloadTooLarge
         } else {
@@ -498,7 +564,7 @@ where
     }
 }
 
-/// The body of `POST /v1/tokens`: exactly one of the three credentials.
+/// The body of `POST /v1/tokens`: a serial, an agreement, both, or a partner credential.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
@@ -521,7 +587,9 @@ struct TokenReply<'a> {
     models: &'a fwrepo_entitle::ModelSet,
 }
 
-async fn tokens<B>(state: &ServerState, parts: &Parts, body: B) -> Result<Response<Body>, ApiError>
+const REQUIRE_BOTH: &str = "this server issues tokens for a service agreement together with a serial it covers";
+
+async fn tokens<B>(state: &ServerState, parts: &Parts, body: B, client: IpAddr) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -530,26 +598,52 @@ where
         return Err(ApiError::MirrorNoTokens(m.origin.clone()));
     }
     let Some((issuer, records)) = state.issuance() else { return Err(ApiError::NotFound) };
+    // Before the body is read: a refused client costs no parsing and no lookup.
+    state.token_limits.check_client(client).map_err(|l| rate_limited(state, client, l))?;
     let req: TokenBody = read_json(state, parts, body).await?;
-    let request = match (req.serial, req.agreement, req.partner_credential, req.scope) {
+    let named: Vec<(&str, &str)> = [
+        ("serial", req.serial.as_deref()),
+        ("agreement", req.agreement.as_deref()),
+        ("partner", req.partner_credential.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, v)| v.map(|v| (kind, v)))
+    .collect();
+    state.token_limits.check_credentials(&named).map_err(|l| rate_limited(state, client, l))?;
+
+    let serial = |s: &str| Serial::new(s).map_err(|_| ApiError::BadRequest("invalid serial".into()));
+    let agreement = |a: &str| AgreementId::new(a).map_err(|_| ApiError::BadRequest("invalid agreement id".into()));
+    let alone_ok = state.token_require == TokenRequire::Serial;
+    let now = UnixTime::now();
+    let issued = match (&req.serial, &req.agreement, req.partner_credential, req.scope) {
         (Some(s), None, None, None) => {
-            TokenRequest::Serial(Serial::new(&s).map_err(|_| ApiError::BadRequest("invalid serial".into()))?)
+            let s = serial(s)?;
+            if !alone_ok {
+                return Err(ApiError::CredentialNotAccepted(REQUIRE_BOTH));
+            }
+            issuer.issue(&records, &TokenRequest::Serial(s), now)
         }
-        (None, Some(a), None, None) => TokenRequest::Agreement(
-            AgreementId::new(&a).map_err(|_| ApiError::BadRequest("invalid agreement id".into()))?,
+        (None, Some(a), None, None) => {
+            let a = agreement(a)?;
+            if !alone_ok {
+                return Err(ApiError::CredentialNotAccepted(REQUIRE_BOTH));
+            }
+            issuer.issue(&records, &TokenRequest::Agreement(a), now)
+        }
+        (Some(s), Some(a), None, None) => issue_covered(issuer, &records, &serial(s)?, &agreement(a)?, now),
+        (None, None, Some(credential), scope) => issuer.issue(
+            &records,
+            &TokenRequest::PartnerCredential { credential, scope: scope.unwrap_or(Scope::Download) },
+            now,
         ),
-        (None, None, Some(credential), scope) => {
-            TokenRequest::PartnerCredential { credential, scope: scope.unwrap_or(Scope::Download) }
-        }
         _ => {
             return Err(ApiError::BadRequest(
-                "give exactly one of serial, agreement or partner_credential (scope only with partner_credential)"
+                "give a serial, an agreement, both, or a partner_credential (scope only with partner_credential)"
                     .into(),
             ));
         }
     };
-    let now = UnixTime::now();
-    match issuer.issue(records, &request, now) {
+    match issued {
         Ok(t) => json_response(
             &TokenReply {
                 token: &t.token,
@@ -569,4 +663,47 @@ where
         Err(fwrepo_entitle::Error::Refused(r)) => Err(ApiError::Refused(r)),
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+/// `{"agreement", "serial"}`: the agreement's token, for a caller who also names a serial the
+/// agreement covers (listed in it, or a serial on record of a model it covers) and that is not
+/// revoked. Every failure is the one agreement refusal, so the answer never tells which half
+/// was wrong.
+fn issue_covered(
+    issuer: &Issuer,
+    records: &Entitlements,
+    serial: &Serial,
+    agreement: &AgreementId,
+    now: UnixTime,
+) -> fwrepo_entitle::Result<IssuedToken> {
+    let refused = || -> fwrepo_entitle::Result<IssuedToken> { Err(Refusal::UnknownOrInactiveAgreement.into()) };
+    let Some(a) = records.agreement(agreement)? else { return refused() };
+    let covered = a.serials.contains(serial)
+        || match records.serial(serial)? {
+            Some(r) => a.models.contains(&r.model),
+            None => false,
+        };
+    if !covered || records.is_subject_revoked(&Subject::Serial(serial.clone()))? {
+        return refused();
+    }
+    issuer.issue(records, &TokenRequest::Agreement(agreement.clone()), now)
+}
+
+/// A 429 for `client`: counted, and written to the audit log unless too many were lately.
+fn rate_limited(state: &ServerState, client: IpAddr, limited: RateLimited) -> ApiError {
+    state.metrics().token_rate_limited(limited.by);
+    if state.token_limits.audit_refusal(client) {
+        state.audit(&AuditRecord {
+            time: now_rfc3339(),
+            client: client.to_string(),
+            subject: String::new(),
+            jti: String::new(),
+            blob: String::new(),
+            path: "/v1/tokens".to_owned(),
+            bytes: 0,
+            status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+            reason: format!("rate limit: {}", limited.by.as_str()),
+        });
+    }
+    ApiError::TooManyRequests(retry_after_secs(limited.retry_after))
 }

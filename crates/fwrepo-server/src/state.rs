@@ -1,20 +1,37 @@
 //! What a running server shares between requests: the store, the catalog, the token verifier
 //! and cache, the metadata source, metrics, the audit log, and a cache of blob facts.
+//!
+//! # Refresh
+//!
+//! The server reads the data dir as a RocksDB secondary and follows the writer with
+//! [`ServerState::refresh_every`]: each round catches the store up and installs a verifier
+//! built from what is now visible (issuer keys, revocations). A secondary cannot gain column
+//! families by catching up, so when the writer has created families the server lacked (a data
+//! dir from an older fwrepo, upgraded by a writer command while the server ran) the round
+//! opens the store again and swaps it in; requests in flight finish on the old one.
+//!
+//! Revocations must always take effect, so stale revocation data fails closed: once a
+//! refresher runs, gated downloads answer 503 (with `Retry-After`) whenever the last
+//! successful refresh is older than `revocation_max_age_s`, until a refresh succeeds; public
+//! metadata keeps being served, and `/readyz` says why the server is not ready.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fwrepo_catalog::{Catalog, TargetPath};
 use fwrepo_entitle::{Entitlements, Issuer, TokenCache, Verifier};
-use fwrepo_store::{Digest, Store};
+use fwrepo_store::{Digest, OpenOptions, Store};
 use http::HeaderValue;
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TokenRequire};
 use crate::error::{ApiError, Error};
+use crate::limit::TokenLimits;
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorMode, MirrorStatus};
 
@@ -25,6 +42,10 @@ use crate::mirror::{MirrorMode, MirrorStatus};
 /// a directory (tests, static exports).
 pub trait MetadataSource: Send + Sync + 'static {
     fn get(&self, name: &str) -> Option<Bytes>;
+
+    /// The server opened its read-only store again (see the module docs); a source that
+    /// reads through the store switches to `store`.
+    fn store_reopened(&self, _store: &Arc<Store>) {}
 }
 
 /// Metadata files read from a directory on each request.
@@ -58,8 +79,8 @@ impl MetadataSource for DirMetadata {
     }
 }
 
-/// Most blob and target entries cached; the caches are cleared when full (a miss costs a
-/// catalog scan and a store lookup).
+/// Most blob and target entries cached, known or not; the caches are cleared when full (a miss
+/// costs a catalog scan and a store lookup).
 const FACT_CACHE: usize = 65_536;
 
 /// What the gate and the range code need to know about a blob, cached per blob.
@@ -73,21 +94,44 @@ pub(crate) struct BlobFacts {
     pub etag_header: HeaderValue,
 }
 
-/// Shared state of a server. Build one, wrap it in an `Arc`, hand it to [`crate::serve`].
-pub struct ServerState {
+/// What requests read through; replaced whole when the store is opened again.
+struct Backing {
     store: Arc<Store>,
     catalog: Catalog,
+    records: Entitlements,
+}
+
+impl Backing {
+    fn over(store: Arc<Store>) -> Backing {
+        Backing { catalog: Catalog::new(store.db().clone()), records: Entitlements::new(store.db().clone()), store }
+    }
+}
+
+/// Shared state of a server. Build one, wrap it in an `Arc`, hand it to [`crate::serve`].
+pub struct ServerState {
+    backing: RwLock<Arc<Backing>>,
     metadata: Arc<dyn MetadataSource>,
     verifier: RwLock<Arc<Verifier>>,
     tokens: TokenCache,
-    issuance: Option<(Issuer, Entitlements)>,
+    issuer: Option<Issuer>,
     metrics: Metrics,
     audit: Option<AuditLog>,
     blobs: Mutex<HashMap<Digest, Arc<BlobFacts>>>,
-    targets: Mutex<HashMap<String, Digest>>,
+    /// BLAKE3 of the requested name → the blob it resolves to, if any.
+    targets: Mutex<HashMap<Digest, Option<Digest>>>,
     ready: AtomicBool,
     mirror: Option<MirrorMode>,
+    /// The blobs of the current `auth/*` targets of the signed metadata: the only blobs no
+    /// release names that a `mirror` token may fetch.
+    auth_blobs: RwLock<Arc<HashSet<Digest>>>,
+    /// Set once a refresher runs: from then on revocation data has an age limit.
+    refreshed: AtomicBool,
+    revocation_max_age: Duration,
+    refresh_interval: Duration,
     pub(crate) max_json_body: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) token_require: TokenRequire,
+    pub(crate) token_limits: TokenLimits,
     pub(crate) timestamp_max_age: u64,
 }
 
@@ -113,27 +157,37 @@ impl ServerState {
             None => None,
         };
         Ok(ServerState {
-            catalog: Catalog::new(store.db().clone()),
-            store,
+            backing: RwLock::new(Arc::new(Backing::over(store))),
             metadata,
             verifier: RwLock::new(Arc::new(verifier)),
             tokens: TokenCache::new(config.token_cache_capacity),
-            issuance: None,
+            issuer: None,
             metrics: Metrics::default(),
             audit,
             blobs: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
             mirror: None,
+            auth_blobs: RwLock::new(Arc::new(HashSet::new())),
+            refreshed: AtomicBool::new(false),
+            revocation_max_age: config.revocation_max_age(),
+            refresh_interval: config.refresh_interval(),
             max_json_body: config.max_json_body_bytes,
+            body_read_timeout: config.body_read_timeout(),
+            token_require: config.tokens.require,
+            token_limits: TokenLimits::new(&config.tokens),
             timestamp_max_age: config.timestamp_max_age_s,
         })
     }
 
     /// Enables `POST /v1/tokens` (the origin role): tokens signed by `issuer` for the records
-    /// in `entitlements`. Without it the route answers 404, as on a mirror.
+    /// in `entitlements`, which must be those of the state's store (when the store is opened
+    /// again, the records of the new one are used). Without it the route answers 404, as on a
+    /// mirror.
     pub fn with_issuer(mut self, issuer: Issuer, entitlements: Entitlements) -> ServerState {
-        self.issuance = Some((issuer, entitlements));
+        self.issuer = Some(issuer);
+        let backing = self.backing.get_mut().unwrap_or_else(|p| p.into_inner());
+        *backing = Arc::new(Backing { records: entitlements, ..Backing::over(Arc::clone(&backing.store)) });
         self
     }
 
@@ -162,12 +216,67 @@ impl ServerState {
     }
 
     /// Makes the server see what was published since it started or last refreshed: catches a
-    /// read-only store up with its writer and forgets cached blob facts.
+    /// read-only store up with its writer (or opens it again when the writer created column
+    /// families it lacks) and forgets cached blob facts. The verifier is not rebuilt: see
+    /// [`ServerState::refresh_with`].
     pub fn refresh(&self) -> Result<(), Error> {
-        self.store.refresh()?;
+        let current = self.backing();
+        let db = current.store.db();
+        if current.store.is_read_only() && db.writer_has_new_families().map_err(fwrepo_store::Error::from)? {
+            let opts = OpenOptions { read_only: true, extra_column_families: fwrepo_db::DATA_DIR_FAMILIES.to_vec() };
+            let store = Arc::new(Store::open_with(current.store.dir(), &opts)?);
+            tracing::info!(families = ?db.absent_families(), "the writer created column families; store opened again");
+            *self.backing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Backing::over(Arc::clone(&store)));
+            self.metadata.store_reopened(&store);
+        } else {
+            current.store.refresh()?;
+        }
         self.blobs.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.targets.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
+    }
+
+    /// One refresh round: [`ServerState::refresh`], then the verifier `reload` builds from
+    /// what is now visible (issuer keys, revocations) replaces the current one. Success makes
+    /// the revocation data fresh again; a failure is counted and the old verifier stays.
+    pub fn refresh_with<E: Display>(
+        &self,
+        reload: impl FnOnce(&ServerState) -> Result<Verifier, E>,
+    ) -> Result<(), Error> {
+        let result = self.refresh().and_then(|()| reload(self).map_err(|e| Error::Refresh { reason: e.to_string() }));
+        match result {
+            Ok(verifier) => {
+                self.set_verifier(verifier);
+                self.metrics.refresh_succeeded();
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.refresh_failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs [`ServerState::refresh_with`] every `every`, for as long as the returned future
+    /// is polled (spawn it; abort the task to stop). From the first call on, revocation data
+    /// older than the configured `revocation_max_age_s` fails gated downloads closed.
+    pub async fn refresh_every<F, E>(self: Arc<Self>, every: Duration, reload: F)
+    where
+        F: Fn(&ServerState) -> Result<Verifier, E> + Send + Sync + 'static,
+        E: Display,
+    {
+        self.refreshed.store(true, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.refresh_with(&reload) {
+                let failures = self.metrics.consecutive_refresh_failures();
+                let age_s = self.metrics.since_last_refresh().as_secs();
+                tracing::error!(error = %e, failures, age_s, "refresh failed; keeping the data loaded before");
+            }
+        }
     }
 
     /// Whether `/readyz` answers 200. The server clears it when shutdown starts.
@@ -176,19 +285,66 @@ impl ServerState {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why `/readyz` does not answer 200: shutting down, a mirror's timestamp metadata expired
+    /// (clients would refuse it), or revocation data too old.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Some("shutting down".to_owned());
+        }
+        if self.mirror.as_ref().is_some_and(|m| m.expired(fwrepo_entitle::UnixTime::now().0)) {
+            return Some("timestamp metadata expired".to_owned());
+        }
+        self.stale_revocations().map(|age| {
+            format!(
+                "revocation data is stale: last refreshed {} s ago (limit {} s), {} refreshes failed in a row",
+                age.as_secs(),
+                self.revocation_max_age.as_secs(),
+                self.metrics.consecutive_refresh_failures()
+            )
+        })
+    }
+
+    /// The age of the revocation data when it is past its limit (and a refresher runs).
+    fn stale_revocations(&self) -> Option<Duration> {
+        if !self.refreshed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let age = self.metrics.since_last_refresh();
+        (age > self.revocation_max_age).then_some(age)
+    }
+
+    /// The gate's first check: gated downloads fail closed while revocation data is stale.
+    pub(crate) fn require_fresh_revocations(&self) -> Result<(), ApiError> {
+        match self.stale_revocations() {
+            None => Ok(()),
+            Some(_) => Err(ApiError::Unavailable { retry_after_s: self.refresh_interval.as_secs().max(1) }),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    fn backing(&self) -> Arc<Backing> {
+        Arc::clone(&self.backing.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The store requests read from now.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.backing().store)
+    }
+
+    /// The catalog requests read from now.
+    pub fn catalog(&self) -> Catalog {
+        self.backing().catalog.clone()
+    }
+
+    /// The entitlement records of the current store (for building a verifier).
+    pub fn entitlements(&self) -> Entitlements {
+        self.backing().records.clone()
     }
 
     pub(crate) fn metadata(&self) -> &dyn MetadataSource {
@@ -203,8 +359,8 @@ impl ServerState {
         &self.tokens
     }
 
-    pub(crate) fn issuance(&self) -> Option<&(Issuer, Entitlements)> {
-        self.issuance.as_ref()
+    pub(crate) fn issuance(&self) -> Option<(&Issuer, Entitlements)> {
+        self.issuer.as_ref().map(|i| (i, self.entitlements()))
     }
 
     pub(crate) fn audit(&self, record: &AuditRecord) {
@@ -216,16 +372,20 @@ impl ServerState {
         }
     }
 
-    /// Facts about `blob`, or `None` when no release names it.
-    pub(crate) fn blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
+    /// Facts about `blob`; `models` is empty when no release names it.
+    ///
+    /// Unknown blobs take exactly the path of known ones, before any authorization: one cache
+    /// lookup, and on a miss one catalog lookup, one store lookup and one insert. So a 403 for
+    /// an unknown id costs what a 403 for an existing blob outside the token's models costs.
+    pub(crate) fn blob_facts(&self, blob: &Digest) -> Result<Arc<BlobFacts>, ApiError> {
         if let Some(f) = self.blobs.lock().unwrap_or_else(|p| p.into_inner()).get(blob) {
-            return Ok(Some(Arc::clone(f)));
+            self.metrics.blob_facts(true);
+            return Ok(Arc::clone(f));
         }
-        let models = self.catalog.blob_models(blob).map_err(ApiError::internal)?;
-        if models.is_empty() {
-            return Ok(None);
-        }
-        let len = match self.store.blob_info(blob) {
+        self.metrics.blob_facts(false);
+        let backing = self.backing();
+        let models = backing.catalog.blob_models(blob).map_err(ApiError::internal)?;
+        let len = match backing.store.blob_info(blob) {
             Ok(info) => Some(info.len),
             Err(fwrepo_store::Error::UnknownBlob { .. }) => None,
             Err(e) => return Err(ApiError::internal(e)),
@@ -237,21 +397,42 @@ impl ServerState {
             etag_header: HeaderValue::from_str(&etag).expect("hex is a valid header"),
             etag,
         });
-        // A blob the store lacks may arrive later (a mirror mid-sync): do not remember that.
-        if len.is_some() {
-            let mut map = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= FACT_CACHE {
-                map.clear();
-            }
-            map.insert(*blob, Arc::clone(&facts));
+        let mut map = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FACT_CACHE {
+            map.clear();
         }
-        Ok(Some(facts))
+        map.insert(*blob, Arc::clone(&facts));
+        Ok(facts)
     }
 
-    /// Facts about a stored blob no release names (an auth document), or `None` when the
-    /// store does not hold it.
-    pub(crate) fn unlisted_blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
-        let len = match self.store.blob_info(blob) {
+    /// Looks `blob` up again, past the cache: for an entitled caller whose blob the store did
+    /// not hold when it was cached (a mirror mid-sync may have it by now).
+    pub(crate) fn blob_facts_uncached(&self, blob: &Digest) -> Result<Arc<BlobFacts>, ApiError> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner()).remove(blob);
+        self.blob_facts(blob)
+    }
+
+    /// Replaces the set of blobs the current `auth/*` targets of the signed metadata name
+    /// (set it whenever the metadata may have changed: at start and on each refresh). A
+    /// `mirror` token may fetch these by id although no release names them; no other blob
+    /// outside the releases.
+    pub fn set_auth_blobs(&self, blobs: HashSet<Digest>) {
+        *self.auth_blobs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blobs);
+    }
+
+    /// Whether `blob` is the blob of a current `auth/*` target.
+    fn is_auth_blob(&self, blob: &Digest) -> bool {
+        self.auth_blobs.read().unwrap_or_else(|p| p.into_inner()).contains(blob)
+    }
+
+    /// Facts about the blob of a current `auth/*` target, or `None` when `blob` is not one
+    /// (any other stored blob no release names: left by a refused publish, an old auth
+    /// document) or the store does not hold it.
+    pub(crate) fn auth_blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
+        if !self.is_auth_blob(blob) {
+            return Ok(None);
+        }
+        let len = match self.store().blob_info(blob) {
             Ok(info) => info.len,
             Err(fwrepo_store::Error::UnknownBlob { .. }) => return Ok(None),
             Err(e) => return Err(ApiError::internal(e)),
@@ -268,10 +449,24 @@ impl ServerState {
     /// The blob published under consistent-snapshot name `DIR/<sha256>.<name>`, or `None`
     /// when the name does not have that shape, names no target, or its hash is not the
     /// target's.
+    ///
+    /// Names that resolve to nothing are cached too (under the BLAKE3 of the name, so a long
+    /// name costs no more memory), for the same reason as in [`ServerState::blob_facts`].
     pub(crate) fn resolve_target(&self, hashed: &str) -> Result<Option<Digest>, ApiError> {
-        if let Some(d) = self.targets.lock().unwrap_or_else(|p| p.into_inner()).get(hashed) {
-            return Ok(Some(*d));
+        let key = Digest::of(hashed.as_bytes());
+        if let Some(d) = self.targets.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(*d);
         }
+        let blob = self.lookup_target(hashed)?;
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FACT_CACHE {
+            map.clear();
+        }
+        map.insert(key, blob);
+        Ok(blob)
+    }
+
+    fn lookup_target(&self, hashed: &str) -> Result<Option<Digest>, ApiError> {
         let (dir, file) = match hashed.rsplit_once('/') {
             Some((dir, file)) => (Some(dir), file),
             None => (None, hashed),
@@ -283,15 +478,10 @@ impl ServerState {
             None => name.to_owned(),
         };
         let Ok(path) = TargetPath::new(logical) else { return Ok(None) };
-        let Some(entry) = self.catalog.target(&path).map_err(ApiError::internal)? else { return Ok(None) };
+        let Some(entry) = self.catalog().target(&path).map_err(ApiError::internal)? else { return Ok(None) };
         if entry.sha256 != sha256 {
             return Ok(None);
         }
-        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= FACT_CACHE {
-            map.clear();
-        }
-        map.insert(hashed.to_owned(), entry.blob);
         Ok(Some(entry.blob))
     }
 }

@@ -11,7 +11,10 @@
 //!    knows, which the writer removes on its next open.
 //!
 //! Readers holding a layout from before step 3 either still have the old pack mapped (its bytes
-//! stay valid) or find it missing and reload the layout.
+//! stay valid) or find it missing and reload the layout. A reader drops its map of a removed pack
+//! at its next refresh, which gives the pack's disk space back. The id of a removed pack is never
+//! given to a new one (the high-water mark in `store.meta`), so a map made before the removal can
+//! never be mistaken for the new pack's.
 
 use std::collections::{BTreeMap, HashSet};
 

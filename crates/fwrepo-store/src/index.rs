@@ -5,6 +5,9 @@
 //! - `store.blobs`: blob id (32 bytes) → [`BlobRecord`]
 //! - `store.packs`: pack id (u32 big-endian) → committed length (u64). A pack file with no entry
 //!   here holds nothing committed and is removed by the writer on open.
+//! - `store.meta`: `next_pack` → the next pack id to allocate (u32), a high-water mark above every
+//!   pack id ever committed, so an id is never reused after `gc` removed its pack (a reader may
+//!   still map the old file under that name).
 
 use fwrepo_db::{decode, encode};
 
@@ -14,11 +17,16 @@ use crate::error::{Error, Result};
 pub const CF_CHUNKS: &str = "store.chunks";
 pub const CF_BLOBS: &str = "store.blobs";
 pub const CF_PACKS: &str = "store.packs";
-pub const COLUMN_FAMILIES: &[&str] = &[CF_CHUNKS, CF_BLOBS, CF_PACKS];
+pub const CF_META: &str = "store.meta";
+pub const COLUMN_FAMILIES: &[&str] = &[CF_CHUNKS, CF_BLOBS, CF_PACKS, CF_META];
+
+/// Key in `store.meta` of the next pack id to allocate.
+pub const NEXT_PACK_KEY: &[u8] = b"next_pack";
 
 const CHUNK_V1: u8 = 1;
 const BLOB_V1: u8 = 1;
 const PACK_V1: u8 = 1;
+const NEXT_PACK_V1: u8 = 1;
 
 /// Where a chunk's bytes live: `len` bytes at `offset` in pack `pack`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +130,19 @@ pub fn decode_pack_len(pack: u32, value: &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
+pub fn encode_next_pack(next: u32) -> Vec<u8> {
+    encode(NEXT_PACK_V1, &next.to_le_bytes())
+}
+
+pub fn decode_next_pack(value: &[u8]) -> Result<u32> {
+    let body = decode(CF_META, NEXT_PACK_V1, value)?;
+    let b: [u8; 4] = body.try_into().map_err(|_| Error::CorruptRecord {
+        what: "next pack id".into(),
+        reason: format!("{} bytes, expected 4", body.len()),
+    })?;
+    Ok(u32::from_le_bytes(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +166,9 @@ mod tests {
         let mut truncated = rec.encode();
         truncated.pop();
         assert!(BlobRecord::decode(&id, &truncated).is_err());
+
+        assert_eq!(decode_next_pack(&encode_next_pack(9)).unwrap(), 9);
+        assert!(decode_next_pack(&encode(1, b"abc")).is_err());
+        assert!(decode_next_pack(&encode(2, &9u32.to_le_bytes())).is_err());
     }
 }

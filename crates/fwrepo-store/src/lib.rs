@@ -25,7 +25,7 @@ mod lock;
 mod pack;
 mod read;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,7 +46,9 @@ pub use ingest::IngestReport;
 pub use read::BlobInfo;
 
 use error::IoContext;
-use index::{CF_PACKS, encode_pack_len, pack_from_key, pack_key};
+use index::{
+    CF_META, CF_PACKS, NEXT_PACK_KEY, decode_next_pack, encode_next_pack, encode_pack_len, pack_from_key, pack_key,
+};
 use pack::{PackWriter, Packs};
 
 /// Options for [`Store::init`].
@@ -88,6 +90,8 @@ struct Writer {
     _lock: lock::WriterLock,
     committed: BTreeMap<u32, u64>,
     active: Option<PackWriter>,
+    /// The id the next new pack gets; never lowered, and committed (`store.meta`) with every
+    /// batch that commits a new pack, so no id is handed out twice.
     next_pack: u32,
 }
 
@@ -110,7 +114,9 @@ impl Store {
         let _lock = lock::WriterLock::acquire(dir)?;
         let packs = dir.join("packs");
         std::fs::create_dir_all(&packs).at(&packs)?;
-        drop(Db::open(&dir.join("index"), COLUMN_FAMILIES, Mode::ReadWrite)?);
+        // Every family of the data dir, so a reader started before the first write of some
+        // concern (entitlements) already has its families.
+        drop(Db::open(&dir.join("index"), fwrepo_db::DATA_DIR_FAMILIES, Mode::ReadWrite)?);
         // fwrepo.json last: until it exists the directory is not a store.
         config.save(dir)
     }
@@ -130,6 +136,10 @@ impl Store {
         let lock = if opts.read_only { None } else { Some(lock::WriterLock::acquire(dir)?) };
         let mut cfs: Vec<&str> = COLUMN_FAMILIES.to_vec();
         cfs.extend(opts.extra_column_families.iter().copied());
+        if !opts.read_only {
+            // The writer brings a data dir of an older fwrepo up to every family.
+            cfs.extend_from_slice(fwrepo_db::DATA_DIR_FAMILIES);
+        }
         let mode = if opts.read_only { Mode::ReadOnly } else { Mode::ReadWrite };
         let db = Arc::new(Db::open(&dir.join("index"), &cfs, mode)?);
         let packs = Packs::new(dir.join("packs"));
@@ -170,10 +180,25 @@ impl Store {
         self.writer.is_none()
     }
 
-    /// Makes a read-only store see what the writer committed since; a no-op for the writer.
+    /// Makes a read-only store see what the writer committed since, and drops its maps of packs
+    /// the index no longer lists (so collected packs stop holding disk space once the slices
+    /// handed out of them are dropped).
     pub fn refresh(&self) -> Result<()> {
         self.db.catch_up()?;
         self.layouts.clear();
+        self.drop_stale_maps()
+    }
+
+    /// Drops the maps of packs the index (as this store sees it now) does not list, and of pack
+    /// files replaced since they were mapped.
+    fn drop_stale_maps(&self) -> Result<()> {
+        let cf = self.db.require_cf(CF_PACKS)?;
+        let mut listed = HashSet::new();
+        for item in self.db.rocks().iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.db.err(e))?;
+            listed.extend(pack_from_key(&k));
+        }
+        self.packs.retain(&listed);
         Ok(())
     }
 
@@ -197,8 +222,10 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock)
             .ok_or_else(|| Error::CorruptRecord { what: "pack key".into(), reason: format!("{} bytes", k.len()) })?;
         committed.insert(pack, index::decode_pack_len(pack, &v)?);
     }
+    let on_disk = packs.list()?;
+    let next_pack = next_pack_id(db, &committed, &on_disk)?;
     let mut removed_any = false;
-    for pack in packs.list()? {
+    for pack in on_disk {
         let path = pack::pack_path(packs.dir(), pack);
         match committed.get(&pack) {
             None => {
@@ -222,7 +249,6 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock)
     if removed_any {
         fsutil::sync_dir(packs.dir())?;
     }
-    let next_pack = committed.keys().next_back().map_or(1, |p| p + 1);
     // Keep appending to the newest pack while it has room.
     let active = match committed.iter().next_back() {
         Some((&pack, &len)) if len < config.pack_max_size && pack::pack_path(packs.dir(), pack).exists() => {
@@ -232,6 +258,24 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock)
         _ => None,
     };
     Ok(Writer { _lock: lock, committed, active, next_pack })
+}
+
+/// The id the next new pack gets: the high-water mark in `store.meta`, raised above every pack
+/// committed or present on disk (a file the index dropped may be a collected pack that a reader
+/// still maps, so its id must not name a new file either). A data dir from before the mark
+/// existed gets it derived the same way. The result is made durable before anything can use it.
+fn next_pack_id(db: &Db, committed: &BTreeMap<u32, u64>, on_disk: &[u32]) -> Result<u32> {
+    let cf = db.require_cf(CF_META)?;
+    let stored = db.get(cf, NEXT_PACK_KEY)?.map(|v| decode_next_pack(&v)).transpose()?;
+    let highest = committed.keys().chain(on_disk).max().copied();
+    let derived = highest.map_or(1, |p| p.saturating_add(1));
+    let next = stored.map_or(derived, |s| s.max(derived));
+    if stored != Some(next) {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, NEXT_PACK_KEY, encode_next_pack(next));
+        db.write(batch, true)?;
+    }
+    Ok(next)
 }
 
 impl Writer {
@@ -266,6 +310,7 @@ impl Writer {
         }
         if !txn.created.is_empty() {
             fsutil::sync_dir(packs.dir())?;
+            batch.put_cf(db.require_cf(CF_META)?, NEXT_PACK_KEY, encode_next_pack(self.next_pack));
         }
         let cf = db.require_cf(CF_PACKS)?;
         for (&pack, &len) in &txn.touched {

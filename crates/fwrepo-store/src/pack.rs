@@ -8,11 +8,15 @@
 //! Invariant: bytes below a pack's committed length are never modified and the file is never
 //! shortened below it; a pack leaves only by being unlinked whole (after garbage collection has
 //! moved its live chunks). That is what makes handing out slices of the mappings sound.
+//!
+//! Pack ids are never reused (the index keeps a high-water mark), and a reader drops its maps of
+//! packs the index no longer lists when it refreshes, so an unlinked pack stops holding disk
+//! space once the slices handed out of it are dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -66,11 +70,24 @@ impl PackMap {
     }
 }
 
+/// Which file a map was made of: device and inode, so a refresh can tell a pack file that was
+/// removed and recreated under the same name from the one it mapped.
+type FileId = (u64, u64);
+
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    (meta.dev(), meta.ino())
+}
+
+struct Map {
+    bytes: Bytes,
+    file: FileId,
+}
+
 /// The pack files of a store, each mapped once and remapped only when a read needs bytes
 /// appended after the current map was made.
 pub struct Packs {
     dir: PathBuf,
-    maps: RwLock<HashMap<u32, Bytes>>,
+    maps: RwLock<HashMap<u32, Map>>,
 }
 
 impl Packs {
@@ -86,15 +103,15 @@ impl Packs {
     pub fn slice(&self, pack: u32, offset: u64, len: u32) -> Result<Bytes> {
         let end = offset + u64::from(len);
         if let Some(map) = self.maps.read().unwrap().get(&pack)
-            && map.len() as u64 >= end
+            && map.bytes.len() as u64 >= end
         {
-            return Ok(map.slice(offset as usize..end as usize));
+            return Ok(map.bytes.slice(offset as usize..end as usize));
         }
         let mut maps = self.maps.write().unwrap();
         if let Some(map) = maps.get(&pack)
-            && map.len() as u64 >= end
+            && map.bytes.len() as u64 >= end
         {
-            return Ok(map.slice(offset as usize..end as usize));
+            return Ok(map.bytes.slice(offset as usize..end as usize));
         }
         let path = pack_path(&self.dir, pack);
         let file = match File::open(&path) {
@@ -102,6 +119,7 @@ impl Packs {
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::MissingPack { pack }),
             Err(e) => return Err(e).at(&path),
         };
+        let file_id = file_id(&file.metadata().at(&path)?);
         // SAFETY: files under packs/ follow the pack invariant (module docs).
         let map = unsafe { PackMap::new(&file) }.at(&path)?;
         let map = Bytes::from_owner(map);
@@ -112,13 +130,47 @@ impl Packs {
             });
         }
         let out = map.slice(offset as usize..end as usize);
-        maps.insert(pack, map);
+        maps.insert(pack, Map { bytes: map, file: file_id });
         Ok(out)
     }
 
     /// Drops the map of a pack that has been removed; slices already handed out stay valid.
     pub fn forget(&self, pack: u32) {
         self.maps.write().unwrap().remove(&pack);
+    }
+
+    /// Drops the maps of packs not in `listed` (the packs the index knows), and of packs whose
+    /// file is no longer the one mapped. Dropping a map is always safe: slices handed out keep
+    /// it alive, and the next read of a listed pack maps it again.
+    pub fn retain(&self, listed: &HashSet<u32>) {
+        let mapped: Vec<(u32, FileId)> = self.maps.read().unwrap().iter().map(|(&p, m)| (p, m.file)).collect();
+        // Look at the files without holding the lock, so reads go on meanwhile.
+        let stale: Vec<(u32, FileId)> = mapped
+            .into_iter()
+            .filter(|&(pack, file)| {
+                !listed.contains(&pack)
+                    || std::fs::metadata(pack_path(&self.dir, pack)).map(|m| file_id(&m)).ok() != Some(file)
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let mut maps = self.maps.write().unwrap();
+        for (pack, file) in stale {
+            // A read may have mapped the pack again since; that map is current.
+            if maps.get(&pack).is_some_and(|m| m.file == file) {
+                tracing::debug!(pack, "dropping map of a pack the index no longer lists");
+                maps.remove(&pack);
+            }
+        }
+    }
+
+    /// The ids of the packs mapped now.
+    #[cfg(test)]
+    fn mapped(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.maps.read().unwrap().keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The ids of the pack files present on disk.
@@ -262,5 +314,26 @@ mod tests {
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1], (Digest::of(b"second"), b, b"second".to_vec()));
         assert!(matches!(packs.slice(2, 8, 1), Err(Error::MissingPack { pack: 2 })));
+    }
+
+    #[test]
+    fn retain_drops_maps_of_unlisted_and_replaced_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::new(dir.path().to_owned());
+        let mut offsets = Vec::new();
+        for id in 1..=3 {
+            let mut w = PackWriter::create(dir.path(), id).unwrap();
+            offsets.push(w.append(&Digest::of(b"x"), b"x").unwrap());
+            packs.slice(id, offsets[0], 1).unwrap();
+        }
+        assert_eq!(packs.mapped(), [1, 2, 3]);
+        // Pack 3 is replaced by another file under the same name while it is mapped.
+        std::fs::remove_file(pack_path(dir.path(), 3)).unwrap();
+        let mut w = PackWriter::create(dir.path(), 3).unwrap();
+        let at = w.append(&Digest::of(b"y"), b"y").unwrap();
+        packs.retain(&HashSet::from([2, 3]));
+        assert_eq!(packs.mapped(), [2]);
+        assert_eq!(&packs.slice(3, at, 1).unwrap()[..], b"y");
+        assert_eq!(packs.mapped(), [2, 3]);
     }
 }

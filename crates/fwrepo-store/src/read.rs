@@ -110,10 +110,12 @@ impl Store {
     /// Bytes `range` of `blob`, as slices of the mapped packs in order.
     pub fn read_range(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
         match self.read_range_once(blob, range.clone()) {
-            // Garbage collection moved the blob's chunks after the layout was cached: reload.
+            // Garbage collection moved the blob's chunks after the layout was cached: reload,
+            // and let go of maps of packs that left with them.
             Err(Error::MissingPack { .. }) => {
                 self.layouts.remove(blob);
                 self.db.catch_up()?;
+                self.drop_stale_maps()?;
                 self.read_range_once(blob, range)
             }
             other => other,

@@ -35,6 +35,8 @@ pub enum Error {
     TooManySignatures { role: RoleName, count: usize, max: usize },
     #[error("{role}: {valid} valid signatures from its keys, threshold is {threshold}")]
     ThresholdNotMet { role: RoleName, valid: usize, threshold: u32 },
+    #[error("{role}: more than one signature from key {key_id}")]
+    DuplicateSignature { role: RoleName, key_id: KeyId },
     #[error("{role}: threshold must be at least 1")]
     ZeroThreshold { role: RoleName },
     #[error("{role}: key {key_id} is not one of the role's keys")]

@@ -1,5 +1,5 @@
-//! Public keys as TUF key objects (ed25519 sign and verify; ecdsa-sha2-nistp256 verify only),
-//! the ed25519 signing key, and its key-file format.
+//! Public keys as TUF key objects (ed25519 sign and verify; ecdsa-sha2-nistp256 and
+//! rsassa-pss-sha256 verify only), the ed25519 signing key, and its key-file format.
 //!
 //! # Key-file format
 //!
@@ -30,11 +30,17 @@ use crate::names::{KeyId, Sha256};
 pub const ED25519: &str = "ed25519";
 /// `scheme` of P-256 ECDSA keys with SHA-256.
 pub const ECDSA_P256: &str = "ecdsa-sha2-nistp256";
+/// `keytype` of RSA keys.
+pub const RSA: &str = "rsa";
+/// `scheme` of RSASSA-PSS with SHA-256 (and MGF1 with SHA-256), as securesystemslib defines it.
+pub const RSA_PSS_SHA256: &str = "rsassa-pss-sha256";
+/// Smallest RSA modulus accepted, in bits.
+pub const RSA_MIN_BITS: usize = 2048;
 
 /// The `keyval` member of a key object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVal {
-    /// Public key: hex for ed25519; PEM SPKI or hex SEC1 for ECDSA.
+    /// Public key: hex for ed25519; PEM SPKI or hex SEC1 for ECDSA; PEM SPKI for RSA.
     pub public: String,
     /// Members this crate does not know, kept so the key id and signatures stay intact.
     #[serde(flatten)]
@@ -44,9 +50,9 @@ pub struct KeyVal {
 /// A TUF key object as it appears in `root.keys` and `delegations.keys`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
-    /// `ed25519`, `ecdsa` or `ecdsa-sha2-nistp256`.
+    /// `ed25519`, `ecdsa`, `ecdsa-sha2-nistp256` or `rsa`.
     pub keytype: String,
-    /// `ed25519` or `ecdsa-sha2-nistp256`.
+    /// `ed25519`, `ecdsa-sha2-nistp256` or `rsassa-pss-sha256`.
     pub scheme: String,
     /// The key material.
     pub keyval: KeyVal,
@@ -71,6 +77,17 @@ impl PublicKey {
         Self {
             keytype: "ecdsa".into(),
             scheme: ECDSA_P256.into(),
+            keyval: KeyVal { public: public.into(), extra: Map::new() },
+            extra: Map::new(),
+        }
+    }
+
+    /// An RSA key object for RSASSA-PSS with SHA-256; `public` is a PEM SPKI block
+    /// (`-----BEGIN PUBLIC KEY-----`), as securesystemslib writes it.
+    pub fn rsa_pss_sha256(public: impl Into<String>) -> Self {
+        Self {
+            keytype: RSA.into(),
+            scheme: RSA_PSS_SHA256.into(),
             keyval: KeyVal { public: public.into(), extra: Map::new() },
             extra: Map::new(),
         }
@@ -113,6 +130,15 @@ impl PublicKey {
                 };
                 Ok(Verifier::P256(Box::new(key)))
             }
+            (RSA, RSA_PSS_SHA256) => {
+                use rsa::traits::PublicKeyParts as _;
+                let key = rsa::RsaPublicKey::from_public_key_pem(self.keyval.public.trim())
+                    .map_err(|_| bad("not an RSA PEM SPKI public key"))?;
+                if key.n().bits() < RSA_MIN_BITS {
+                    return Err(bad("RSA modulus shorter than 2048 bits"));
+                }
+                Ok(Verifier::RsaPss(Box::new(key)))
+            }
             _ => Err(bad("unsupported keytype/scheme")),
         }
     }
@@ -130,6 +156,7 @@ impl PublicKey {
                 let sig = p256::ecdsa::Signature::from_der(sig).or_else(|_| p256::ecdsa::Signature::from_slice(sig));
                 sig.is_ok_and(|s| key.verify(msg, &s).is_ok())
             }
+            Ok(Verifier::RsaPss(key)) => verify_rsa_pss(&key, msg, sig),
             Err(_) => false,
         }
     }
@@ -138,6 +165,22 @@ impl PublicKey {
 enum Verifier {
     Ed25519(ed25519_dalek::VerifyingKey),
     P256(Box<p256::ecdsa::VerifyingKey>),
+    RsaPss(Box<rsa::RsaPublicKey>),
+}
+
+/// RSASSA-PSS with SHA-256 and MGF1-SHA-256. securesystemslib signs with a salt as long as
+/// the digest (as do cloud KMS and most HSMs); OpenSSL and pyca's `MAX_LENGTH` use the
+/// longest salt that fits. Those two lengths are accepted, each checked exactly.
+fn verify_rsa_pss(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool {
+    use rsa::signature::Verifier as _;
+    use rsa::traits::PublicKeyParts as _;
+    let Ok(sig) = rsa::pss::Signature::try_from(sig) else { return false };
+    const DIGEST_LEN: usize = 32;
+    let em_len = (key.n().bits() - 1).div_ceil(8);
+    let max_salt = em_len.saturating_sub(DIGEST_LEN + 2);
+    [DIGEST_LEN, max_salt].iter().any(|&salt| {
+        rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(key.clone(), salt).verify(msg, &sig).is_ok()
+    })
 }
 
 /// One entry of a metadata file's `signatures` list.

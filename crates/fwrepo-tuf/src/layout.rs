@@ -1,5 +1,5 @@
-//! File names of a consistent-snapshot repository: `N.root.json`, `V.ROLE.json`,
-//! `timestamp.json`, and targets at `DIR/<sha256>.<name>`.
+//! File names of a consistent-snapshot repository: `N.root.json`, `V.ROLE.json` (the role
+//! name percent-encoded), `timestamp.json`, and targets at `DIR/<hash>.<name>`.
 
 use crate::names::{RoleName, Sha256, TargetPath};
 
@@ -11,9 +11,15 @@ pub fn root_file(version: u64) -> String {
     format!("{version}.root.json")
 }
 
-/// `V.ROLE.json` for snapshot and targets roles (top-level or delegated).
+/// `V.ROLE.json` for snapshot and targets roles (top-level or delegated), with the role name
+/// percent-encoded as python-tuf encodes it ([`RoleName::encoded`]).
 pub fn versioned_file(role: &RoleName, version: u64) -> String {
-    format!("{version}.{role}.json")
+    format!("{version}.{}.json", role.encoded())
+}
+
+/// `ROLE.json`, the name without a version (repositories without consistent snapshots).
+pub fn unversioned_file(role: &RoleName) -> String {
+    format!("{}.json", role.encoded())
 }
 
 /// Metadata file name of `role` at `version`: the timestamp is never versioned.
@@ -23,8 +29,13 @@ pub fn metadata_file(role: &RoleName, version: u64) -> String {
 
 /// Consistent-snapshot name of a target: `DIR/<sha256>.<name>` (no `DIR/` at top level).
 pub fn target_file(path: &TargetPath, sha256: &Sha256) -> String {
+    target_file_hex(path, &sha256.to_string())
+}
+
+/// Consistent-snapshot name of a target under any of its hashes, given as lowercase hex.
+pub fn target_file_hex(path: &TargetPath, hash: &str) -> String {
     match path.dir() {
-        "" => format!("{sha256}.{}", path.file_name()),
-        dir => format!("{dir}/{sha256}.{}", path.file_name()),
+        "" => format!("{hash}.{}", path.file_name()),
+        dir => format!("{dir}/{hash}.{}", path.file_name()),
     }
 }

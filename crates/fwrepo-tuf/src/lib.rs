@@ -6,6 +6,7 @@
 //! - [`keys`]: key objects, ed25519 [`SigningKey`] and its key-file format.
 //! - [`metadata`]: root/targets/snapshot/timestamp and the [`Signed`] envelope.
 //! - [`layout`]: consistent-snapshot file names.
+//! - [`pattern`]: delegation path patterns, matched as python-tuf matches them.
 //! - [`builder`]: the repository side ([`Repository`]).
 //! - [`updater`]: the client workflow ([`Updater`]), shared by client and mirror.
 
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod layout;
 pub mod metadata;
 pub mod names;
+pub mod pattern;
 pub mod updater;
 
 pub use builder::{Config, Expiries, MetadataFile, Repository, RoleSpec, RootSpec};

@@ -164,21 +164,78 @@ impl MetaFile {
         Self { version, length: Some(bytes.len() as u64), hashes: Some(hashes), extra: Map::new() }
     }
 
-    /// Checks `bytes` against the recorded length and sha256. Recorded hashes without sha256
-    /// are refused: an algorithm this crate cannot check must not pass as a match.
+    /// Checks `bytes` against the recorded length and every recorded hash this crate knows
+    /// (sha256, sha512). Recorded hashes of which it knows none are refused: an algorithm it
+    /// cannot check must not pass as a match.
     pub(crate) fn check_bytes(&self, role: &RoleName, referrer: &RoleName, bytes: &[u8]) -> Result<()> {
         let mismatch = |what| Error::MetaMismatch { role: role.clone(), referrer: referrer.clone(), what };
         if self.length.is_some_and(|length| bytes.len() as u64 != length) {
             return Err(mismatch("length"));
         }
         if let Some(hashes) = &self.hashes {
-            let sha = hashes.get("sha256").ok_or_else(|| mismatch("hashes (no sha256 recorded)"))?;
-            if *sha != Sha256::of(bytes).to_string() {
-                return Err(mismatch("sha256"));
+            let known = known_hashes(hashes).map_err(|_| mismatch("hashes (no well-formed sha256 or sha512)"))?;
+            for (alg, expected) in known {
+                if alg.digest_hex(bytes) != expected {
+                    return Err(mismatch(alg.name()));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// A hash algorithm this crate verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashAlg {
+    Sha256,
+    Sha512,
+}
+
+impl HashAlg {
+    /// Its name in `hashes`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Lowercase hex digest of `bytes`.
+    pub(crate) fn digest_hex(self, bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        match self {
+            Self::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
+            Self::Sha512 => hex::encode(sha2::Sha512::digest(bytes)),
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Self::Sha256 => 64,
+            Self::Sha512 => 128,
+        }
+    }
+}
+
+/// The entries of `hashes` this crate can check, sha256 first. Unknown algorithms are passed
+/// over; a known one whose value is not lowercase hex of its length (it may become part of a
+/// file name) fails the whole list, and so does a list with no known algorithm.
+pub(crate) fn known_hashes(hashes: &BTreeMap<String, String>) -> std::result::Result<Vec<(HashAlg, &str)>, String> {
+    let mut out = Vec::new();
+    for alg in [HashAlg::Sha256, HashAlg::Sha512] {
+        if let Some(v) = hashes.get(alg.name()) {
+            let hex_ok =
+                v.len() == alg.hex_len() && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_ok {
+                return Err(format!("{} is not {} lowercase hex digits", alg.name(), alg.hex_len()));
+            }
+            out.push((alg, v.as_str()));
+        }
+    }
+    if out.is_empty() {
+        return Err("no sha256 or sha512 in its hashes".into());
+    }
+    Ok(out)
 }
 
 /// The timestamp role.
@@ -308,8 +365,8 @@ pub struct Component {
 pub struct TargetFile {
     /// Exact length in bytes.
     pub length: u64,
-    /// Hashes of the content; this crate writes only `sha256` (python-tuf refuses algorithms
-    /// it does not know) and requires it when verifying.
+    /// Hashes of the content; this crate writes only `sha256` (every client knows it) and,
+    /// when verifying, checks every listed `sha256` and `sha512` and needs at least one.
     pub hashes: BTreeMap<String, String>,
     /// Application data; fwrepo writes [`FwCustom`], others may write anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,7 +415,8 @@ pub struct DelegatedRole {
     /// When true, a search that reaches this role stops here.
     #[serde(default)]
     pub terminating: bool,
-    /// Glob patterns of the target paths it may sign (`*`, `?`, per `/` segment).
+    /// Unix filename patterns of the target paths it may sign, per `/` segment (see
+    /// [`crate::pattern`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
     /// Hex prefixes of SHA-256(target path) it may sign.
@@ -376,40 +434,8 @@ impl DelegatedRole {
             let hash = path.path_hash();
             return prefixes.iter().any(|p| hash.starts_with(p.as_str()));
         }
-        self.paths.as_ref().is_some_and(|ps| ps.iter().any(|p| glob_match(p, path.as_str())))
+        self.paths.as_ref().is_some_and(|ps| ps.iter().any(|p| crate::pattern::path_matches(p, path.as_str())))
     }
-}
-
-/// Segment-wise glob: `*` matches within one segment, `?` one character; same number of `/`
-/// segments on both sides, as python-tuf matches.
-fn glob_match(pattern: &str, path: &str) -> bool {
-    let ps: Vec<&str> = pattern.split('/').collect();
-    let ts: Vec<&str> = path.split('/').collect();
-    ps.len() == ts.len()
-        && ps.iter().zip(&ts).all(|(p, t)| seg_match(&p.chars().collect::<Vec<_>>(), &t.chars().collect::<Vec<_>>()))
-}
-
-fn seg_match(p: &[char], t: &[char]) -> bool {
-    // Iterative wildcard match with one backtrack point: linear-ish, no recursion blow-up on
-    // hostile patterns.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// `delegations` of a targets role.
@@ -463,7 +489,16 @@ impl Targets {
 
     fn check_extra(&self, role: &str) -> Result<()> {
         if let Some(d) = &self.delegations {
+            let mut names = std::collections::BTreeSet::new();
             for r in &d.roles {
+                // One entry per name (python-tuf refuses duplicates too): a delegation is then
+                // identified by delegator and name alone.
+                if !names.insert(&r.name) {
+                    return Err(Error::Malformed {
+                        role: role.into(),
+                        reason: format!("delegates to {} more than once", r.name),
+                    });
+                }
                 if r.name.is_top_level() {
                     return Err(Error::Malformed {
                         role: role.into(),
@@ -521,6 +556,7 @@ impl<T: Metadata> Signed<T> {
             .map(serde_json::from_value)
             .collect::<std::result::Result<Vec<Signature>, _>>()
             .map_err(|e| malformed(format!("signatures: {e}")))?;
+        check_unique_keyids(role, &signatures)?;
         let typ = env.signed.get("_type").and_then(Value::as_str).unwrap_or_default().to_owned();
         if typ != T::TYPE {
             return Err(Error::WrongType { role: role.to_string(), expected: T::TYPE, found: typ });
@@ -545,6 +581,7 @@ impl<T: Metadata> Signed<T> {
     /// Assembles a file from a `signed` object and signatures made elsewhere (for example by
     /// a hardware token over [`Signed::canonical`] of an unsigned draft).
     pub fn from_parts(signed: T, signatures: Vec<Signature>) -> Result<Self> {
+        check_unique_keyids(&RoleName::new(T::TYPE)?, &signatures)?;
         let canonical = cjson::to_canonical(&signed)?;
         let value = serde_json::json!({ "signed": signed, "signatures": signatures });
         // Compact: every client downloads these bytes, and big targets files must stay under
@@ -585,8 +622,21 @@ impl<T: Metadata> Signed<T> {
     }
 }
 
-/// Counts valid signatures: at most one per key id, only from `keyids`, and one per distinct
-/// key material (a role listing one key under two ids still counts it once).
+/// Refuses a signature list naming one key id twice: the spec requires them unique, and a
+/// file that repeats one is malformed whatever else it carries.
+fn check_unique_keyids(role: &RoleName, signatures: &[Signature]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for sig in signatures {
+        if !seen.insert(sig.keyid) {
+            return Err(Error::DuplicateSignature { role: role.clone(), key_id: sig.keyid });
+        }
+    }
+    Ok(())
+}
+
+/// Counts valid signatures: only from `keyids`, and one per distinct key material (a role
+/// listing one key under two ids still counts it once). A list naming a key id twice is
+/// refused.
 pub fn verify_threshold(
     role: &RoleName,
     msg: &[u8],
@@ -601,16 +651,15 @@ pub fn verify_threshold(
     if signatures.len() > MAX_SIGNATURES {
         return Err(Error::TooManySignatures { role: role.clone(), count: signatures.len(), max: MAX_SIGNATURES });
     }
-    let mut counted_ids = std::collections::BTreeSet::new();
+    check_unique_keyids(role, signatures)?;
     let mut counted_keys = std::collections::BTreeSet::new();
     for sig in signatures {
-        if !keyids.contains(&sig.keyid) || counted_ids.contains(&sig.keyid) {
+        if !keyids.contains(&sig.keyid) {
             continue;
         }
         let Some(key) = keys.get(&sig.keyid) else { continue };
         let Ok(raw) = hex::decode(&sig.sig) else { continue };
         if key.verify(msg, &raw) {
-            counted_ids.insert(sig.keyid);
             counted_keys.insert(key.material());
         }
     }
@@ -619,22 +668,4 @@ pub fn verify_threshold(
         return Err(Error::ThresholdNotMet { role: role.clone(), valid, threshold });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::seg_match;
-
-    #[test]
-    fn glob_segments() {
-        let m = |p: &str, t: &str| seg_match(&p.chars().collect::<Vec<_>>(), &t.chars().collect::<Vec<_>>());
-        assert!(m("*.bin", "a.bin"));
-        assert!(m("a?c", "abc"));
-        assert!(m("*", ""));
-        assert!(!m("*.bin", "a.bi"));
-        assert!(m("a*b*c", "axxbyyc"));
-        assert!(!m("a*b*c", "axxbyy"));
-        assert!(super::glob_match("fw/*", "fw/x.bin"));
-        assert!(!super::glob_match("fw/*", "fw/sub/x.bin"));
-    }
 }

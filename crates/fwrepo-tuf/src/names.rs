@@ -11,11 +11,11 @@ use unicode_normalization::is_nfc;
 
 use crate::error::{Error, Result};
 
-/// Longest accepted target path or role name, in bytes; keeps hostile metadata from making
-/// the client build huge file names.
+/// Longest accepted target path, in bytes; keeps hostile metadata from making the client
+/// build huge file names.
 pub const MAX_NAME_LEN: usize = 1024;
 
-/// Character rules shared by target paths and role names.
+/// Character rules of target paths.
 fn check_chars(s: &str) -> std::result::Result<(), &'static str> {
     if s.is_empty() {
         return Err("empty");
@@ -92,8 +92,9 @@ impl TargetPath {
     }
 }
 
-/// A role name: the target-path character rules, and additionally no `/`, because role names
-/// become file names (`V.NAME.json`).
+/// A role name: any non-empty Unicode string. Metadata treats it as opaque; what must be safe
+/// is how it becomes a file name or URL, and [`RoleName::encoded`] is the only way it does.
+/// (Strings that are not valid Unicode never get this far: the JSON parser refuses them.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RoleName(String);
 
@@ -101,17 +102,26 @@ impl RoleName {
     /// Checks `s` and wraps it.
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
-        let bad = |reason| Err(Error::InvalidRoleName { name: s.clone(), reason });
-        if let Err(reason) = check_chars(&s) {
-            return bad(reason);
-        }
-        if s.contains('/') {
-            return bad("contains `/`");
-        }
-        if s == "." || s == ".." {
-            return bad("is `.` or `..`");
+        if s.is_empty() {
+            return Err(Error::InvalidRoleName { name: s, reason: "empty" });
         }
         Ok(Self(s))
+    }
+
+    /// The name percent-encoded for file names and URLs, exactly as python-tuf's client does
+    /// it (`urllib.parse.quote(name, "")`): every UTF-8 byte except ASCII letters, digits and
+    /// `_.-~` becomes `%XX`. The result holds no `/`, `\`, `?`, `#` or control character, and
+    /// distinct names stay distinct.
+    pub fn encoded(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        for b in self.0.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
     }
 
     /// `root`.

@@ -8,7 +8,13 @@
 //! → [`Updater::find_target`], loading delegated roles it asks for with
 //! [`Updater::update_delegated_targets`] → [`TargetInfo::verify`] on the downloaded bytes.
 //! Files kept from an earlier run are offered with `load_trusted_*` so rollback checks can
-//! compare against them.
+//! compare against them; they never stand in for this run's checks: nothing past the
+//! timestamp is trusted before [`Updater::update_timestamp`] accepted one, and a stored
+//! snapshot the timestamp still names must be unexpired to be used.
+//!
+//! A delegated role is trusted only through the delegation that led to it on the path being
+//! searched: the same role reached through another delegator is verified again against that
+//! delegator's keys and threshold ([`Lookup::NeedRole`] asks for it once more).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +22,10 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::metadata::{MetaFile, Metadata, RoleKeys, Root, Signed, Snapshot, TargetFile, Targets, Timestamp};
-use crate::names::{RoleName, Sha256, TargetPath};
+use crate::metadata::{
+    HashAlg, MetaFile, Metadata, RoleKeys, Root, Signed, Snapshot, TargetFile, Targets, Timestamp, known_hashes,
+};
+use crate::names::{RoleName, TargetPath};
 
 /// Caps on what the updater accepts; defaults are python-tuf's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +74,8 @@ pub enum Lookup {
     /// The target, as signed by `role`.
     Found(TargetInfo),
     /// The search needs delegated `role` (delegated by `delegator`): fetch `request`, give it
-    /// to [`Updater::update_delegated_targets`], then search again.
+    /// to [`Updater::update_delegated_targets`], then search again. A role already loaded
+    /// through another delegator is asked for again, to be verified against this one.
     NeedRole {
         /// Role to load.
         role: RoleName,
@@ -91,40 +100,48 @@ pub struct TargetInfo {
 }
 
 impl TargetInfo {
-    /// Name to download: `DIR/<sha256>.<name>` under consistent snapshots, else the path.
+    /// Name to download: `DIR/<hash>.<name>` under consistent snapshots (the sha256 when
+    /// listed, else the sha512), else the path.
     pub fn download_name(&self, consistent_snapshot: bool) -> Result<String> {
         if !consistent_snapshot {
             return Ok(self.path.to_string());
         }
-        Ok(layout::target_file(&self.path, &self.sha256()?))
+        let (_, hash) = self.known_hashes()?[0];
+        Ok(layout::target_file_hex(&self.path, hash))
     }
 
-    fn sha256(&self) -> Result<Sha256> {
-        self.file.sha256().ok_or_else(|| Error::TargetMismatch {
-            path: self.path.to_string(),
-            reason: "no sha256 in its metadata".into(),
-        })
+    fn known_hashes(&self) -> Result<Vec<(HashAlg, &str)>> {
+        known_hashes(&self.file.hashes).map_err(|reason| Error::TargetMismatch { path: self.path.to_string(), reason })
     }
 
-    /// Checks downloaded bytes: length first (without hashing an over-long download), then sha256.
+    /// Checks downloaded bytes: length first (without hashing an over-long download), then
+    /// every listed hash this crate knows.
     pub fn verify(&self, bytes: &[u8]) -> Result<()> {
         let mut v = self.verifier()?;
         v.update(bytes)?;
         v.finish()
     }
 
-    /// A streaming check for downloads too large to hold in memory.
+    /// A streaming check for downloads too large to hold in memory. Refused up front when the
+    /// target lists no hash this crate knows.
     pub fn verifier(&self) -> Result<TargetVerifier> {
-        Ok(TargetVerifier { info: self.clone(), expected: self.sha256()?, seen: 0, hasher: sha2::Sha256::default() })
+        let mut v = TargetVerifier { info: self.clone(), seen: 0, sha256: None, sha512: None };
+        for (alg, expected) in self.known_hashes()? {
+            match alg {
+                HashAlg::Sha256 => v.sha256 = Some((sha2::Sha256::default(), expected.to_owned())),
+                HashAlg::Sha512 => v.sha512 = Some((sha2::Sha512::default(), expected.to_owned())),
+            }
+        }
+        Ok(v)
     }
 }
 
-/// Streams a target download through its length cap and SHA-256.
+/// Streams a target download through its length cap and every listed hash it knows.
 pub struct TargetVerifier {
     info: TargetInfo,
-    expected: Sha256,
     seen: u64,
-    hasher: sha2::Sha256,
+    sha256: Option<(sha2::Sha256, String)>,
+    sha512: Option<(sha2::Sha512, String)>,
 }
 
 impl TargetVerifier {
@@ -136,11 +153,16 @@ impl TargetVerifier {
         if self.seen > self.info.file.length {
             return Err(Error::TargetTooLong { path: self.info.path.to_string(), expected: self.info.file.length });
         }
-        self.hasher.update(chunk);
+        if let Some((h, _)) = &mut self.sha256 {
+            h.update(chunk);
+        }
+        if let Some((h, _)) = &mut self.sha512 {
+            h.update(chunk);
+        }
         Ok(())
     }
 
-    /// Checks the total length and the hash.
+    /// Checks the total length and the hashes.
     pub fn finish(self) -> Result<()> {
         use sha2::Digest as _;
         let path = self.info.path.to_string();
@@ -150,9 +172,17 @@ impl TargetVerifier {
                 reason: format!("{} bytes, signed length is {}", self.seen, self.info.file.length),
             });
         }
-        let got = Sha256::from_bytes(self.hasher.finalize().into());
-        if got != self.expected {
-            return Err(Error::TargetMismatch { path, reason: format!("sha256 {got}, signed {}", self.expected) });
+        let mut results = Vec::new();
+        if let Some((h, expected)) = self.sha256 {
+            results.push(("sha256", hex::encode(h.finalize()), expected));
+        }
+        if let Some((h, expected)) = self.sha512 {
+            results.push(("sha512", hex::encode(h.finalize()), expected));
+        }
+        for (alg, got, expected) in results {
+            if got != expected {
+                return Err(Error::TargetMismatch { path, reason: format!("{alg} {got}, signed {expected}") });
+            }
         }
         Ok(())
     }
@@ -171,7 +201,16 @@ pub struct Updater {
     /// Whether `snapshot` is the one the trusted timestamp names (otherwise it is only kept to
     /// detect rollback).
     snapshot_current: bool,
+    /// Whether [`Updater::update_timestamp`] accepted (or re-confirmed) the timestamp in this
+    /// run: a timestamp only offered from storage never leads to a snapshot.
+    timestamp_updated: bool,
+    /// Targets files by role, each checked against the snapshot. One file per role name (the
+    /// snapshot names one version of it).
     targets: BTreeMap<RoleName, Signed<Targets>>,
+    /// `(delegator, role)` pairs whose delegation the role's file was verified against. A file
+    /// is trusted on a search path only through an edge of this set: the same role delegated by
+    /// two roles is checked against each delegator's keys and threshold separately.
+    edges: BTreeSet<(RoleName, RoleName)>,
 }
 
 fn check_len(role: &RoleName, bytes: &[u8], max: u64) -> Result<()> {
@@ -186,9 +225,21 @@ fn verify_role<T: Metadata>(file: &Signed<T>, role: &RoleName, root: &Root, top_
     file.verify(role, &root.keys, &rk.keyids, rk.threshold)
 }
 
-fn same_keys(a: &RoleKeys, b: &RoleKeys) -> bool {
-    let ids = |r: &RoleKeys| r.keyids.iter().copied().collect::<BTreeSet<_>>();
-    ids(a) == ids(b) && a.threshold == b.threshold
+/// Whether `role` has the same threshold and the same keys in both roots. The key objects
+/// themselves are compared, not only their ids: a root may list a new key under an old id.
+fn same_keys(old: &Root, new: &Root, role: &RoleName) -> bool {
+    let (Ok(a), Ok(b)) = (old.role(role), new.role(role)) else { return false };
+    let keys = |root: &Root, r: &RoleKeys| {
+        r.keyids.iter().map(|id| (*id, root.keys.get(id).cloned())).collect::<BTreeMap<_, _>>()
+    };
+    a.threshold == b.threshold && keys(old, a) == keys(new, b)
+}
+
+/// Whether `snapshot` is the file `ts` names: same version and, where recorded, length and hashes.
+fn names_snapshot(ts: &Signed<Timestamp>, snapshot: &Signed<Snapshot>) -> bool {
+    let meta = ts.signed.snapshot_meta();
+    snapshot.signed.version == meta.version
+        && meta.check_bytes(&RoleName::snapshot(), &RoleName::timestamp(), snapshot.bytes()).is_ok()
 }
 
 impl Updater {
@@ -209,7 +260,9 @@ impl Updater {
             timestamp: None,
             snapshot: None,
             snapshot_current: false,
+            timestamp_updated: false,
             targets: BTreeMap::new(),
+            edges: BTreeSet::new(),
         })
     }
 
@@ -259,16 +312,14 @@ impl Updater {
         if new.signed.version != expected {
             return Err(Error::VersionMismatch { role, expected, found: new.signed.version });
         }
-        let rotated = |name: RoleName| match (self.root.signed.role(&name), new.signed.role(&name)) {
-            (Ok(a), Ok(b)) => !same_keys(a, b),
-            _ => true,
-        };
+        let rotated = |name: RoleName| !same_keys(&self.root.signed, &new.signed, &name);
         if rotated(RoleName::timestamp()) || rotated(RoleName::snapshot()) {
             self.timestamp = None;
             self.snapshot = None;
             self.snapshot_current = false;
         }
         self.targets.clear();
+        self.edges.clear();
         self.root = new;
         self.rotations += 1;
         Ok(())
@@ -296,7 +347,13 @@ impl Updater {
         let role = RoleName::timestamp();
         let file = Signed::<Timestamp>::from_bytes(&role, bytes)?;
         verify_role(&file, &role, &self.root.signed, &role)?;
+        // A stored file replaces whatever this run had accepted: everything after it must be
+        // accepted again.
         self.timestamp = Some(file);
+        self.timestamp_updated = false;
+        self.snapshot_current = false;
+        self.targets.clear();
+        self.edges.clear();
         Ok(())
     }
 
@@ -306,9 +363,10 @@ impl Updater {
         let role = RoleName::snapshot();
         let file = Signed::<Snapshot>::from_bytes(&role, bytes)?;
         verify_role(&file, &role, &self.root.signed, &role)?;
-        self.snapshot_current =
-            self.timestamp.as_ref().is_some_and(|t| t.signed.snapshot_meta().version == file.signed.version);
+        self.snapshot_current = self.timestamp.as_ref().is_some_and(|t| names_snapshot(t, &file));
         self.snapshot = Some(file);
+        self.targets.clear();
+        self.edges.clear();
         Ok(())
     }
 
@@ -340,15 +398,15 @@ impl Updater {
                 return Err(Error::Rollback { role: RoleName::snapshot(), trusted: ts, new: ns });
             }
             if nv == tv {
-                return old.check_expiry(&role, self.now);
+                old.check_expiry(&role, self.now)?;
+                self.timestamp_updated = true;
+                return Ok(());
             }
         }
         new.check_expiry(&role, self.now)?;
-        self.snapshot_current = self.snapshot.as_ref().is_some_and(|s| {
-            let meta = new.signed.snapshot_meta();
-            s.signed.version == meta.version && meta.check_bytes(&RoleName::snapshot(), &role, s.bytes()).is_ok()
-        });
+        self.snapshot_current = self.snapshot.as_ref().is_some_and(|s| names_snapshot(&new, s));
         self.timestamp = Some(new);
+        self.timestamp_updated = true;
         Ok(())
     }
 
@@ -356,17 +414,26 @@ impl Updater {
         let name = if self.root.signed.consistent_snapshot {
             layout::versioned_file(role, meta.version)
         } else {
-            format!("{role}.json")
+            layout::unversioned_file(role)
         };
         FileRequest { role: role.clone(), name, max_length: meta.length.unwrap_or(default_max).min(default_max) }
     }
 
+    fn updated_timestamp(&self, role: &RoleName) -> Result<&Signed<Timestamp>> {
+        match &self.timestamp {
+            Some(ts) if self.timestamp_updated => Ok(ts),
+            _ => Err(Error::OutOfOrder { role: role.clone(), what: "the timestamp (update_timestamp)" }),
+        }
+    }
+
     /// The snapshot the trusted timestamp names, or `None` when the trusted snapshot already
-    /// is that one.
+    /// is that one. A stored snapshot kept this way must still be unexpired (freeze attack:
+    /// whoever holds only the timestamp key could otherwise keep clients on it forever).
     pub fn snapshot_request(&self) -> Result<Option<FileRequest>> {
         let role = RoleName::snapshot();
-        let ts = self.timestamp.as_ref().ok_or(Error::OutOfOrder { role: role.clone(), what: "timestamp" })?;
+        let ts = self.updated_timestamp(&role)?;
         if self.snapshot_current {
+            self.current_snapshot(&role)?;
             return Ok(None);
         }
         Ok(Some(self.meta_request(&role, ts.signed.snapshot_meta(), self.limits.snapshot_max)))
@@ -378,7 +445,7 @@ impl Updater {
     pub fn update_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
         let role = RoleName::snapshot();
         self.need_root(&role)?;
-        let ts = self.timestamp.as_ref().ok_or(Error::OutOfOrder { role: role.clone(), what: "timestamp" })?;
+        let ts = self.updated_timestamp(&role)?;
         let meta = ts.signed.snapshot_meta();
         check_len(&role, bytes, meta.length.unwrap_or(self.limits.snapshot_max).min(self.limits.snapshot_max))?;
         meta.check_bytes(&role, &RoleName::timestamp(), bytes)?;
@@ -407,12 +474,19 @@ impl Updater {
         self.snapshot = Some(new);
         self.snapshot_current = true;
         self.targets.clear();
+        self.edges.clear();
         Ok(())
     }
 
+    /// The snapshot the timestamp accepted in this run names; unexpired however it was loaded
+    /// (spec 5.5.6), so nothing is trusted through an expired snapshot.
     fn current_snapshot(&self, role: &RoleName) -> Result<&Signed<Snapshot>> {
+        self.updated_timestamp(role)?;
         match &self.snapshot {
-            Some(s) if self.snapshot_current => Ok(s),
+            Some(s) if self.snapshot_current => {
+                s.check_expiry(&RoleName::snapshot(), self.now)?;
+                Ok(s)
+            }
             _ => Err(Error::OutOfOrder { role: role.clone(), what: "the snapshot named by the timestamp" }),
         }
     }
@@ -433,11 +507,20 @@ impl Updater {
         let role = RoleName::targets();
         let root = self.root.signed.clone();
         let rk = root.role(&role)?.clone();
-        self.accept_targets(&role, bytes, |f| f.verify(&role, &root.keys, &rk.keyids, rk.threshold))
+        // A new top-level targets file invalidates every delegation verified through the old
+        // one; a refused file leaves the old state as it was.
+        let saved = (std::mem::take(&mut self.targets), std::mem::take(&mut self.edges));
+        let verify = |f: &Signed<Targets>| f.verify(&role, &root.keys, &rk.keyids, rk.threshold);
+        let result = self.accept_targets(&role, &RoleName::root(), bytes, verify);
+        if result.is_err() {
+            (self.targets, self.edges) = saved;
+        }
+        result
     }
 
     /// Accepts delegated role `role` with the keys and threshold `delegator` (already loaded)
-    /// gives it.
+    /// gives it. A role already loaded through another delegator is verified again against
+    /// this one's keys; `bytes` must then be the same file.
     pub fn update_delegated_targets(&mut self, role: &RoleName, delegator: &RoleName, bytes: &[u8]) -> Result<()> {
         if role.is_top_level() {
             return Err(Error::UnknownRole { role: role.clone(), delegator: delegator.clone() });
@@ -454,15 +537,29 @@ impl Updater {
             .iter()
             .find(|r| r.name == *role)
             .ok_or_else(|| Error::UnknownRole { role: role.clone(), delegator: delegator.clone() })?;
-        self.accept_targets(role, bytes, |f| f.verify(role, &delegations.keys, &d.keyids, d.threshold))
+        self.accept_targets(role, delegator, bytes, |f| f.verify(role, &delegations.keys, &d.keyids, d.threshold))
     }
 
     fn accept_targets(
         &mut self,
         role: &RoleName,
+        delegator: &RoleName,
         bytes: &[u8],
         verify: impl FnOnce(&Signed<Targets>) -> Result<()>,
     ) -> Result<()> {
+        if let Some(loaded) = self.targets.get(role) {
+            if loaded.bytes() != bytes {
+                return Err(Error::MetaMismatch {
+                    role: role.clone(),
+                    referrer: delegator.clone(),
+                    what: "content (another copy of this version is already loaded)",
+                });
+            }
+            self.current_snapshot(role)?;
+            verify(loaded)?;
+            self.edges.insert((delegator.clone(), role.clone()));
+            return Ok(());
+        }
         let snap = self.current_snapshot(role)?;
         let meta = snap
             .signed
@@ -478,6 +575,7 @@ impl Updater {
         }
         new.check_expiry(role, self.now)?;
         self.targets.insert(role.clone(), new);
+        self.edges.insert((delegator.clone(), role.clone()));
         Ok(())
     }
 
@@ -497,9 +595,13 @@ impl Updater {
             if visited.len() > self.limits.max_delegations {
                 return Err(Error::TooManyDelegations { max: self.limits.max_delegations });
             }
-            let Some(file) = self.targets.get(&role) else {
-                let request = self.targets_request(&role)?;
-                return Ok(Lookup::NeedRole { role, delegator, request });
+            // Trusted only as verified against the delegation that led here on this path.
+            let file = match self.targets.get(&role) {
+                Some(file) if self.edges.contains(&(delegator.clone(), role.clone())) => file,
+                _ => {
+                    let request = self.targets_request(&role)?;
+                    return Ok(Lookup::NeedRole { role, delegator, request });
+                }
             };
             if let Some(t) = file.signed.targets.get(path) {
                 return Ok(Lookup::Found(TargetInfo { path: path.clone(), file: t.clone(), role }));

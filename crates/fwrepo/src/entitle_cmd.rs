@@ -1,13 +1,16 @@
 //! Entitlement and token commands: `fwrepo entitlements …`, `fwrepo token …`,
 //! `fwrepo keys rotate-issuer`.
+//!
+//! A subject revocation made with `token revoke --subject` stands until `token unrevoke
+//! --subject`; imports and status changes never lift it (see `fwrepo_entitle::store`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use fwrepo_entitle::{
-    AgreementId, Entitlements, Issuer, IssuerConfig, IssuerKeyring, Jti, PartnerId, RecordKind, Scope, Serial, Status,
-    Subject, TokenRequest, UnixTime,
+    AgreementId, Entitlements, Issuer, IssuerConfig, IssuerKeyring, Jti, Lifted, MAX_TOKEN_LIFETIME_S, PartnerId,
+    RecordKind, Scope, Serial, Status, Subject, TokenRequest, UnixTime,
 };
 use fwrepo_repo::Repo;
 use fwrepo_repo::keys::{Keyring, Role, check_outside, check_private, write_private};
@@ -53,7 +56,8 @@ pub enum EntitlementsCommand {
         data: Data,
         #[command(flatten)]
         who: AgreementOrPartner,
-        /// Suspend instead of revoke (a re-import with status active lifts either).
+        /// Suspend instead of revoke (an import that changes the status to active lifts
+        /// either; a `token revoke --subject` stays).
         #[arg(long)]
         suspend: bool,
         /// Online TUF keys: publish the revocation at once.
@@ -102,12 +106,13 @@ pub enum TokenCommand {
         /// The `aud` claim.
         #[arg(long, default_value = DEFAULT_AUDIENCE)]
         audience: String,
-        /// Token lifetime in seconds (never past the warranty or agreement end).
-        #[arg(long, default_value_t = 24 * 3600)]
+        /// Token lifetime in seconds, at most 86400 (24 h); never past the warranty or
+        /// agreement end.
+        #[arg(long, default_value_t = MAX_TOKEN_LIFETIME_S)]
         lifetime: i64,
     },
     /// Revoke one token (by its jti) or every token of a subject (`serial:…`, `agreement:…`,
-    /// `partner:…`).
+    /// `partner:…`). A subject revocation stands until `token unrevoke`: no import lifts it.
     Revoke {
         #[command(flatten)]
         data: Data,
@@ -117,12 +122,24 @@ pub enum TokenCommand {
         #[arg(long, value_name = "DIR")]
         keys: Option<PathBuf>,
     },
+    /// Lift a revocation made with `token revoke`. A subject whose partner or agreement record
+    /// is suspended or revoked stays revoked until an import sets it active.
+    Unrevoke {
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        what: JtiOrSubject,
+        /// Online TUF keys: publish the changed revocation list at once.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct JtiOrSubject {
-    #[arg(long)]
+    /// The token's id (`--jti=ID` or `--jti ID`; an id may start with `-`).
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     jti: Option<String>,
     #[arg(long)]
     subject: Option<String>,
@@ -302,6 +319,9 @@ pub fn token(cmd: TokenCommand) -> Result<Outcome> {
             if scope == Scope::Mirror && !matches!(request, TokenRequest::Partner { .. }) {
                 bail!("mirror scope is for partners only");
             }
+            if !(1..=MAX_TOKEN_LIFETIME_S).contains(&lifetime) {
+                bail!("--lifetime must be 1 to {MAX_TOKEN_LIFETIME_S} seconds (24 h), not {lifetime}");
+            }
             let keyring = load_keyring(&keys)?;
             let (_repo, records) = open(&data.data, false)?;
             let config = IssuerConfig { max_lifetime_s: lifetime, ..IssuerConfig::new(issuer, audience) };
@@ -319,6 +339,40 @@ pub fn token(cmd: TokenCommand) -> Result<Outcome> {
                 let subject: Subject = s.parse()?;
                 records.revoke_subject(&subject, now)?;
                 println!("revoked every token of {s}");
+            }
+            after_change(&repo, &records, keys.as_deref())?;
+        }
+        TokenCommand::Unrevoke { data, what, keys } => {
+            // Check the argument before opening (and locking) the data dir.
+            enum Target {
+                Token(Jti),
+                Subject(Subject),
+            }
+            let target = match (&what.jti, &what.subject) {
+                (Some(j), _) => Target::Token(Jti::new(j)?),
+                (None, s) => Target::Subject(s.as_deref().unwrap_or_default().parse()?),
+            };
+            let (repo, records) = open(&data.data, true)?;
+            match target {
+                Target::Token(jti) => {
+                    if !records.unrevoke_token(&jti)? {
+                        bail!("token {jti} is not revoked");
+                    }
+                    println!("lifted the revocation of token {jti}");
+                }
+                Target::Subject(subject) => match records.lift_subject(&subject)? {
+                    Lifted::Lifted => println!("lifted the revocation of every token of {subject}"),
+                    Lifted::StillRevokedByStatus => {
+                        println!("lifted the manual revocation of {subject}");
+                        eprintln!(
+                            "note: {subject} stays revoked: its record is not active (an import with status active restores it)"
+                        );
+                    }
+                    Lifted::NotManuallyRevoked if records.is_subject_revoked(&subject)? => bail!(
+                        "{subject} is revoked by its record's status, not by `token revoke`; an import with status active restores it"
+                    ),
+                    Lifted::NotManuallyRevoked => bail!("{subject} is not revoked"),
+                },
             }
             after_change(&repo, &records, keys.as_deref())?;
         }
@@ -365,4 +419,34 @@ pub fn rotate_issuer(keys: &Path, data: Option<&Path>) -> Result<Outcome> {
         after_change(&repo, &records, Some(keys))?;
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        token: TokenCommand,
+    }
+
+    fn jti_of(args: &[&str]) -> Option<String> {
+        let cli = Cli::try_parse_from(args).ok()?;
+        match cli.token {
+            TokenCommand::Revoke { what, .. } | TokenCommand::Unrevoke { what, .. } => what.jti,
+            TokenCommand::Issue { .. } => None,
+        }
+    }
+
+    #[test]
+    fn jti_starting_with_a_dash_parses_in_both_spellings() {
+        for cmd in ["revoke", "unrevoke"] {
+            assert_eq!(jti_of(&["t", cmd, "--data", "d", "--jti=-AbC_1"]).as_deref(), Some("-AbC_1"));
+            assert_eq!(jti_of(&["t", cmd, "--data", "d", "--jti", "-AbC_1"]).as_deref(), Some("-AbC_1"));
+            assert_eq!(jti_of(&["t", cmd, "--jti=AbC", "--data", "d"]).as_deref(), Some("AbC"));
+        }
+    }
 }

@@ -1,5 +1,12 @@
 //! `fwrepo`: the operator's command line. Parses arguments, calls the libraries, and reports
 //! each failure as one line on stderr with a non-zero exit.
+//!
+//! Broken pipe, for every command: a reader that goes away (`fwrepo stats | head -1`,
+//! `fwrepo cat … | head`) ends the command quietly, never with a panic. Every command but
+//! `serve` gets the default action of SIGPIPE back (the Rust runtime ignores it, which turns
+//! each later `println!` into a panic), so it ends at once and silently like `cat` does; a write
+//! error of kind `BrokenPipe` that reaches `main` all the same exits 0. `serve` keeps SIGPIPE
+//! ignored, since a client hanging up must never kill the server, and does not need its stdout.
 
 mod entitle_cmd;
 mod mirror_cmd;
@@ -86,11 +93,18 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restores the default disposition of one signal before any thread exists;
+        // no handler runs in this process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FWREPO_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => repo_cmd::init(a),
         Command::Ingest(a) => store_cmd::ingest(a),

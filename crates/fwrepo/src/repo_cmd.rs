@@ -53,7 +53,8 @@ pub struct PublishArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     data: Data,
-    /// Output directory (replaced whole if it is an earlier export).
+    /// Output path: a symlink to the current tree, switched atomically by each export (an
+    /// older export's directory here is migrated; anything else is refused).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }

@@ -1,6 +1,9 @@
 //! CSV and JSON import/export: all-or-nothing files, precise error positions, updates.
 
-use fwrepo_entitle::{AgreementId, COLUMN_FAMILIES, Entitlements, Error, PartnerId, RecordKind, Serial, Status};
+use fwrepo_entitle::{
+    AgreementId, COLUMN_FAMILIES, Causes, Entitlements, Error, ImportSummary, Issuer, Jti, Lifted, PartnerId,
+    RecordKind, Refusal, Reject, Scope, Serial, Status, TokenRequest,
+};
 
 use crate::support::*;
 
@@ -147,6 +150,116 @@ fn status_change_by_import_follows_into_revocations() {
     assert!(t.records.is_subject_revoked(&subject("agreement:SA-1")).unwrap());
     t.records.set_agreement_status(&sa1, Status::Active, NOW).unwrap();
     assert!(!t.records.is_subject_revoked(&subject("agreement:SA-1")).unwrap());
+}
+
+fn credential(c: &str) -> TokenRequest {
+    TokenRequest::PartnerCredential { credential: c.to_owned(), scope: Scope::Download }
+}
+
+fn refused(issuer: &Issuer, t: &TempRecords, request: &TokenRequest) -> Refusal {
+    match issuer.issue(&t.records, request, NOW) {
+        Err(Error::Refused(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn reimport_does_not_lift_manual_subject_revocation() {
+    let t = loaded_records();
+    let old = issuer().issue(&t.records, &credential("bolt-secret"), NOW).unwrap();
+    let bolt = subject("partner:bolt");
+    let sa1 = subject("agreement:SA-1");
+    t.records.revoke_subject(&bolt, NOW).unwrap();
+    t.records.revoke_subject(&sa1, NOW).unwrap();
+
+    // The routine nightly re-import of the same files: nothing changed, nothing is lifted.
+    let s = t.records.import("partners.csv", partners_csv().as_bytes(), NOW.plus(60)).unwrap();
+    assert_eq!(s, ImportSummary { created: 0, updated: 0, unchanged: 3 });
+    t.records.import("agreements.csv", AGREEMENTS_CSV.as_bytes(), NOW.plus(60)).unwrap();
+    assert!(t.records.is_subject_revoked(&bolt).unwrap());
+    assert!(t.records.is_subject_revoked(&sa1).unwrap());
+    assert_eq!(refused(&issuer(), &t, &credential("bolt-secret")), Refusal::UnknownOrInactivePartner);
+    let revs = t.records.revocations().unwrap();
+    assert_eq!(verifier(revs).authenticate(&old.token, NOW), Err(Reject::RevokedSubject));
+}
+
+#[test]
+fn status_change_to_active_does_not_lift_a_manual_revocation() {
+    let t = loaded_records();
+    let bolt = subject("partner:bolt");
+    t.records.revoke_subject(&bolt, NOW).unwrap();
+    let suspended = partners_csv().replace("bolt,Bolt IT,authorized,active", "bolt,Bolt IT,authorized,suspended");
+    t.records.import("partners.csv", suspended.as_bytes(), NOW).unwrap();
+    let rev = t.records.subject_revocation(&bolt).unwrap().unwrap();
+    assert_eq!(rev.causes, Causes { manual: true, status: true });
+    // A real status change back to active removes the status cause only.
+    t.records.import("partners.csv", partners_csv().as_bytes(), NOW.plus(60)).unwrap();
+    let rev = t.records.subject_revocation(&bolt).unwrap().unwrap();
+    assert_eq!(rev.causes, Causes { manual: true, status: false });
+    assert_eq!(rev.since, NOW, "the first revocation time is kept");
+    assert_eq!(refused(&issuer(), &t, &credential("bolt-secret")), Refusal::UnknownOrInactivePartner);
+    // Only the operator lifts it.
+    assert_eq!(t.records.lift_subject(&bolt).unwrap(), Lifted::Lifted);
+    assert!(!t.records.is_subject_revoked(&bolt).unwrap());
+    issuer().issue(&t.records, &credential("bolt-secret"), NOW).unwrap();
+}
+
+#[test]
+fn unrevoking_a_subject_leaves_its_status_revocation_standing() {
+    let t = loaded_records();
+    // `gone` is revoked by its status in the fixtures.
+    let gone = subject("partner:gone");
+    assert_eq!(t.records.lift_subject(&gone).unwrap(), Lifted::NotManuallyRevoked);
+    assert!(t.records.is_subject_revoked(&gone).unwrap());
+    t.records.revoke_subject(&gone, NOW).unwrap();
+    assert_eq!(t.records.lift_subject(&gone).unwrap(), Lifted::StillRevokedByStatus);
+    assert_eq!(t.records.subject_revocation(&gone).unwrap().unwrap().causes, Causes { manual: false, status: true });
+    // An unchanged re-import of the revoked record neither lifts nor duplicates anything.
+    t.records.import("partners.csv", partners_csv().as_bytes(), NOW).unwrap();
+    assert!(t.records.is_subject_revoked(&gone).unwrap());
+}
+
+#[test]
+fn unrevoked_token_verifies_again() {
+    let t = loaded_records();
+    let issued = issuer().issue(&t.records, &credential("bolt-secret"), NOW).unwrap();
+    t.records.revoke_token(&issued.claims.jti, NOW).unwrap();
+    assert_eq!(verifier(t.records.revocations().unwrap()).authenticate(&issued.token, NOW), Err(Reject::RevokedToken));
+    assert!(t.records.unrevoke_token(&issued.claims.jti).unwrap());
+    assert!(!t.records.unrevoke_token(&issued.claims.jti).unwrap());
+    assert!(!t.records.unrevoke_token(&Jti::new("never-revoked").unwrap()).unwrap());
+    verifier(t.records.revocations().unwrap()).authenticate(&issued.token, NOW).unwrap();
+}
+
+#[test]
+fn subject_revocation_of_the_old_format_is_read_as_manual() {
+    let t = loaded_records();
+    // An entry as written before causes were kept: format 1, the time alone.
+    let db = t.records.db();
+    let mut batch = fwrepo_db::WriteBatch::default();
+    let cf = db.require_cf("entitle.revoked_subjects").unwrap();
+    batch.put_cf(cf, "partner:bolt", fwrepo_db::encode(1, &NOW.0.to_be_bytes()));
+    db.write(batch, true).unwrap();
+    let bolt = subject("partner:bolt");
+    let suspended = partners_csv().replace("bolt,Bolt IT,authorized,active", "bolt,Bolt IT,authorized,suspended");
+    t.records.import("partners.csv", suspended.as_bytes(), NOW).unwrap();
+    t.records.import("partners.csv", partners_csv().as_bytes(), NOW).unwrap();
+    assert!(t.records.is_subject_revoked(&bolt).unwrap(), "an import lifted an old revocation");
+    assert_eq!(t.records.lift_subject(&bolt).unwrap(), Lifted::Lifted);
+}
+
+#[test]
+fn corrupt_subject_revocation_is_an_error_not_a_guess() {
+    let t = loaded_records();
+    let db = t.records.db();
+    let cf = db.require_cf("entitle.revoked_subjects").unwrap();
+    for bad in [fwrepo_db::encode(2, &[0; 9]), fwrepo_db::encode(2, &[0; 8]), fwrepo_db::encode(9, &[0; 9])] {
+        let mut batch = fwrepo_db::WriteBatch::default();
+        batch.put_cf(cf, "partner:bolt", bad);
+        db.write(batch, true).unwrap();
+        assert!(t.records.is_subject_revoked(&subject("partner:bolt")).is_err());
+        assert!(t.records.revocations().is_err());
+    }
 }
 
 #[test]

@@ -74,6 +74,18 @@ fn ended_suspended_and_unknown_agreements_are_refused_alike() {
 }
 
 #[test]
+fn agreement_covering_no_known_model_is_refused_like_an_unknown_one() {
+    let t = loaded_records();
+    // Active and current, but its only serial has no record: it resolves to no model.
+    let csv = "agreement,serials,models,start,end,status\nSA-9,NO-SUCH-SERIAL,,2025-01-01,2027-01-01,active\n";
+    t.records.import("a.csv", csv.as_bytes(), NOW).unwrap();
+    let covers_nothing = issuer().issue(&t.records, &agreement("SA-9"), NOW).unwrap_err();
+    let unknown = issuer().issue(&t.records, &agreement("SA-404"), NOW).unwrap_err();
+    assert_eq!(covers_nothing.to_string(), unknown.to_string());
+    assert_eq!(refusal(Err(covers_nothing)), Refusal::UnknownOrInactiveAgreement);
+}
+
+#[test]
 fn partner_credential_is_hashed_and_looked_up() {
     let t = loaded_records();
     let issued = issuer().issue(&t.records, &credential("acme-secret", Scope::Mirror), NOW).unwrap();
@@ -129,7 +141,7 @@ fn revoked_serial_subject_blocks_issuance_too() {
     let t = loaded_records();
     t.records.revoke_subject(&subject("serial:S1"), NOW).unwrap();
     assert_eq!(refusal(issuer().issue(&t.records, &serial("S1"), NOW)), Refusal::UnknownOrExpiredSerial);
-    assert!(t.records.lift_subject(&subject("serial:S1")).unwrap());
+    assert_eq!(t.records.lift_subject(&subject("serial:S1")).unwrap(), fwrepo_entitle::Lifted::Lifted);
     issuer().issue(&t.records, &serial("S1"), NOW).unwrap();
 }
 
@@ -143,6 +155,20 @@ fn lifetime_is_configurable() {
     let mut config = IssuerConfig::new(ISS, AUD);
     config.max_lifetime_s = 0;
     assert!(Issuer::new(config, keyring()).is_err());
+}
+
+#[test]
+fn ten_year_lifetime_is_refused_at_issue() {
+    for secs in [24 * 3600 + 1, 315_360_000, i64::MAX] {
+        let mut config = IssuerConfig::new(ISS, AUD);
+        config.max_lifetime_s = secs;
+        assert!(Issuer::new(config, keyring()).is_err(), "{secs}");
+    }
+    let mut config = IssuerConfig::new(ISS, AUD);
+    config.max_lifetime_s = fwrepo_entitle::MAX_TOKEN_LIFETIME_S;
+    let t = loaded_records();
+    let issued = Issuer::new(config, keyring()).unwrap().issue(&t.records, &serial("S1"), NOW).unwrap();
+    assert_eq!(issued.claims.exp, NOW.plus(24 * 3600));
 }
 
 #[test]

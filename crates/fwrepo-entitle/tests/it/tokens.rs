@@ -52,6 +52,34 @@ fn not_yet_valid() {
     verify(&t).unwrap();
 }
 
+/// Claims JSON with its own `iat`, `nbf` and `exp`.
+fn claims_with(iat: i64, nbf: i64, exp: i64) -> String {
+    claims_json(exp, nbf, AUD).replace(&format!("\"iat\":{nbf}"), &format!("\"iat\":{iat}"))
+}
+
+#[test]
+fn token_living_longer_than_the_maximum_is_refused() {
+    let key = seed_key();
+    let day = 24 * 3600;
+    // Exactly the maximum passes; one second more, ten years, or exp = i64::MAX do not.
+    verify(&forge(&key, &header_json(&kid()), &claims_with(NOW.0, NOW.0, NOW.0 + day))).unwrap();
+    for (iat, exp) in
+        [(NOW.0, NOW.0 + day + 1), (NOW.0, NOW.0 + 315_360_000), (NOW.0, i64::MAX), (i64::MIN, NOW.0 + 60)]
+    {
+        let t = forge(&key, &header_json(&kid()), &claims_with(iat, NOW.0, exp));
+        assert_eq!(verify(&t), Err(Reject::LifetimeTooLong), "iat {iat} exp {exp}");
+    }
+    // A verifier configured shorter refuses what the default accepts.
+    let hour = forge(&key, &header_json(&kid()), &claims_with(NOW.0, NOW.0, NOW.0 + 7200));
+    verify(&hour).unwrap();
+    let strict = verifier(Revocations::new()).with_max_lifetime(3600);
+    assert_eq!(strict.authenticate(&hour, NOW).map(|_| ()), Err(Reject::LifetimeTooLong));
+    // It can never be configured longer than the maximum.
+    let lax = verifier(Revocations::new()).with_max_lifetime(i64::MAX);
+    let long = forge(&key, &header_json(&kid()), &claims_with(NOW.0, NOW.0, NOW.0 + day + 1));
+    assert_eq!(lax.authenticate(&long, NOW).map(|_| ()), Err(Reject::LifetimeTooLong));
+}
+
 #[test]
 fn wrong_audience() {
     let t = forge(&seed_key(), &header_json(&kid()), &claims_json(NOW.0 + 600, NOW.0, "someone-else"));

@@ -242,12 +242,17 @@ fn export_writes_a_consistent_snapshot_tree_and_replaces_an_earlier_one() {
         assert_eq!(fwrepo_tuf::Sha256::of(&bytes), t.sha256().unwrap());
     }
     repo.export(&out).unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(&f.dir)
+    // Beside OUT: the generations (current and the one it replaced) and the export lock.
+    let mut beside: Vec<String> = std::fs::read_dir(&f.dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".export"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".export"))
         .collect();
-    assert!(leftovers.is_empty());
+    beside.sort();
+    assert_eq!(beside, [".export.d", ".export.lock"]);
+    assert_eq!(std::fs::read_link(&out).unwrap(), std::path::Path::new(".export.d/2"));
+    assert_eq!(std::fs::read_dir(f.dir.join(".export.d")).unwrap().count(), 2);
     // A directory that is not an export is never replaced.
     let precious = f.dir.join("precious");
     std::fs::create_dir(&precious).unwrap();
@@ -276,4 +281,84 @@ fn targets_carry_signed_release_facts_and_chunker_sizes() {
             (sizes.min_size, sizes.avg_size, sizes.max_size)
         );
     }
+}
+
+/// Every file of the export `out` shows, with its bytes; panics if `out` is missing.
+fn tree(out: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                files.push((path.strip_prefix(root).unwrap().to_owned(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(out, out, &mut files);
+    files.sort();
+    files
+}
+
+/// Before the fix, export renamed OUT away and then the new tree in: for a moment (and for good
+/// after a crash there) there was no OUT, and a web server answered 404 for everything.
+#[test]
+fn out_always_exists_and_is_complete_across_repeated_exports() {
+    let f = fixture();
+    let repo = Repo::open(&f.data).unwrap();
+    repo.publish(&Manifest::load(&f.synthetic(0)).unwrap(), &f.online(), &f.keys, t0()).unwrap();
+    let out = f.dir.join("export");
+    repo.export(&out).unwrap();
+    let expected = tree(&out);
+    assert!(expected.len() > 5);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (out, expected, stop) = (out.clone(), expected.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut looks = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each file opened through OUT, one at a time, as a web server would.
+                for (name, bytes) in &expected {
+                    let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
+                    assert_eq!(&got, bytes, "{}", name.display());
+                }
+                looks += 1;
+            }
+            looks
+        })
+    };
+    for _ in 0..15 {
+        repo.export(&out).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watcher.join().unwrap() > 0);
+    assert_eq!(tree(&out), expected);
+}
+
+/// An export written by an older fwrepo (a plain directory) becomes the symlink layout without
+/// a moment with no OUT, and whatever the older version's interrupted exports left goes.
+#[test]
+fn export_migrates_a_plain_directory_out_from_an_older_version() {
+    let f = fixture();
+    let repo = Repo::open(&f.data).unwrap();
+    repo.publish(&Manifest::load(&f.synthetic(0)).unwrap(), &f.online(), &f.keys, t0()).unwrap();
+    let fresh = f.dir.join("fresh");
+    repo.export(&fresh).unwrap();
+    let expected = tree(&fresh);
+    // The older layout: OUT a plain directory, plus the temporary directory of a crashed run.
+    let out = f.dir.join("export");
+    for (name, bytes) in &expected {
+        let path = out.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    std::fs::create_dir_all(f.dir.join(".export.tmp-4242/metadata")).unwrap();
+    repo.export(&out).unwrap();
+    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    assert_eq!(tree(&out), expected);
+    assert!(!f.dir.join(".export.tmp-4242").exists());
+    repo.export(&out).unwrap();
+    assert_eq!(tree(&out), expected);
+    assert_eq!(std::fs::read_dir(f.dir.join(".export.d")).unwrap().count(), 2);
 }

@@ -1,10 +1,16 @@
 //! The auth matrix: who gets 401, 403, 404 or the bytes, and that an unknown blob looks
 //! exactly like a blob the caller may not see.
 
-use fwrepo_entitle::{Jti, Revocations, UnixTime};
+use std::collections::HashSet;
+
+use fwrepo_entitle::{Jti, ModelSet, Revocations, Scope, Subject, UnixTime};
 use http::StatusCode;
 
-use crate::support::{DL360, DL380, Fixture, bearer, token, token_at, verifier};
+use crate::support::{DL360, DL380, Fixture, bearer, ingest, issuer, token, token_at, verifier};
+
+fn facts_lookups(fx: &Fixture) -> (u64, u64) {
+    (fx.metric("fwrepo_blob_facts_total{cache=\"hit\"}"), fx.metric("fwrepo_blob_facts_total{cache=\"miss\"}"))
+}
 
 fn status(fx: &Fixture, path: &str, auth: Option<String>) -> crate::support::Resp {
     let h: Vec<(&str, String)> = auth.into_iter().map(|a| ("authorization", a)).collect();
@@ -138,4 +144,103 @@ fn gated_downloads_are_audited() {
     assert_eq!(lines[1]["status"], 403);
     assert_eq!(lines[1]["bytes"], 0);
     assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn unknown_blobs_take_the_same_lookup_as_unentitled_ones() {
+    let fx = Fixture::new();
+    let t = format!("Bearer {}", token(DL380));
+    let paths = [
+        // Known, outside the token's models.
+        fx.other.url(),
+        fx.other.hashed_target(),
+        // Unknown id, malformed id, unknown target name.
+        format!("/v1/blobs/{}", "ab".repeat(32)),
+        "/v1/blobs/zz".to_owned(),
+        format!("/targets/firmware/{}.nothing.bin", "00".repeat(32)),
+    ];
+    for path in &paths {
+        for round in 0..2 {
+            let (hit, miss) = facts_lookups(&fx);
+            assert_eq!(status(&fx, path, Some(t.clone())).status, StatusCode::FORBIDDEN, "{path}");
+            let (hit2, miss2) = facts_lookups(&fx);
+            // Exactly one facts lookup per request, whatever the id; the second is cached.
+            assert_eq!((hit2 - hit) + (miss2 - miss), 1, "{path} round {round}");
+            if round == 1 {
+                assert_eq!(hit2 - hit, 1, "{path}: second lookup answered from the cache");
+            }
+        }
+    }
+    // The cached facts serve an entitled caller as before.
+    let all = format!("Bearer {}", token("*"));
+    assert_eq!(status(&fx, &fx.other.url(), Some(all)).status, StatusCode::OK);
+}
+
+#[test]
+fn huge_paths_do_not_push_downloads_out_of_the_audit_log() {
+    let fx = Fixture::with_config(|c| {
+        c.audit_log_max_bytes = 256 * 1024;
+        c.audit_log_keep = 1;
+    });
+    let t = token(DL380);
+    let ok = fx.get(&fx.big.url(), &[bearer(&t), ("range", "bytes=0-9".into())]);
+    assert_eq!(ok.status, StatusCode::PARTIAL_CONTENT);
+    // 220 gated requests with 15 kB paths, past authentication, so each one is audited.
+    let junk = "a".repeat(15_000);
+    for i in 0..220 {
+        let path = if i % 2 == 0 { format!("/targets/firmware/{junk}") } else { format!("/v1/blobs/{junk}") };
+        assert_eq!(fx.get(&path, &[bearer(&t)]).status, StatusCode::FORBIDDEN);
+    }
+    let mut lines = fx.audit_file_lines("audit.jsonl.1");
+    lines.extend(fx.audit_file_lines("audit.jsonl"));
+    assert!(lines.len() >= 221, "{} records", lines.len());
+    for l in &lines {
+        assert!(l.to_string().len() < 1024, "unbounded record: {} bytes", l.to_string().len());
+        assert!(l["path"].as_str().unwrap().len() <= 256);
+    }
+    assert!(
+        lines.iter().any(|l| l["status"] == 206 && l["blob"] == fx.big.id.to_hex()),
+        "the real download was rotated out"
+    );
+    // Paths are canonical: the blob id for blobs, the decoded name for targets.
+    let by_name = fx.get("/targets/firmware/r%C3%A9sum%C3%A9.bin", &[bearer(&t)]);
+    assert_eq!(by_name.status, StatusCode::FORBIDDEN);
+    let last = fx.audit_lines().pop().unwrap();
+    assert_eq!(last["path"], "/targets/firmware/résumé.bin");
+}
+
+/// The attack: a partner's `mirror` token asks the origin, by BLAKE3 id, for a stored blob no
+/// release names that is not a current auth document (left by a refused publish, or an auth
+/// document the metadata has since replaced). Outside the releases, a mirror token gets only
+/// the blobs of the current `auth/*` targets.
+#[test]
+fn mirror_token_cannot_fetch_unlisted_blobs_other_than_auth_documents() {
+    let fx = Fixture::new();
+    let store = fx.state.store();
+    let current = ingest(&store, br#"{"revoked":[]}"#.to_vec(), "auth/revocations.json");
+    let old = ingest(&store, br#"{"revoked":["jti-1"]}"#.to_vec(), "auth/revocations.json");
+    let mut rng = fwrepo_synth::Rng::new(7);
+    let stray = ingest(&store, fwrepo_synth::firmware_image(&mut rng, 20_000), "firmware/refused.bin");
+    fx.state.set_auth_blobs(HashSet::from([current.id]));
+    fx.state.refresh().unwrap();
+
+    let partner = "partner:acme".parse::<Subject>().unwrap();
+    let models = ModelSet::parse_list(DL380).unwrap();
+    let mirror = issuer().mint(partner, Scope::Mirror, models, None, UnixTime::now()).unwrap().token;
+    let got = fx.get(&current.url(), &[bearer(&mirror)]);
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, current.bytes);
+    assert_eq!(fx.get(&format!("{}/chunks", current.url()), &[bearer(&mirror)]).status, StatusCode::OK);
+    for blob in [&old, &stray] {
+        assert_eq!(fx.get(&blob.url(), &[bearer(&mirror)]).status, StatusCode::FORBIDDEN, "{}", blob.target);
+        let chunks = fx.get(&format!("{}/chunks", blob.url()), &[bearer(&mirror)]);
+        assert_eq!(chunks.status, StatusCode::FORBIDDEN, "{}", blob.target);
+    }
+    // A customer token gets no auth document.
+    assert_eq!(fx.get(&current.url(), &[bearer(&token(DL380))]).status, StatusCode::FORBIDDEN);
+
+    // The metadata moves on to another document: the one it replaced is out of reach at once.
+    fx.state.set_auth_blobs(HashSet::from([old.id]));
+    assert_eq!(fx.get(&current.url(), &[bearer(&mirror)]).status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.get(&old.url(), &[bearer(&mirror)]).status, StatusCode::OK);
 }

@@ -19,5 +19,13 @@ fn unknown_keys_and_nonsense_values_are_refused() {
     assert!(err.to_string().contains("listen_port"), "{err}");
     assert!(ServerConfig::from_toml("x.toml", "max_header_bytes = 100").is_err());
     assert!(ServerConfig::from_toml("x.toml", "idle_timeout_s = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "max_connections_per_ip = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "request_idle_timeout_s = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "body_read_timeout_s = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[tokens]\nrequire = \"nothing\"").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[tokens]\nper_client_burst = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[tokens]\nper_ip = 3").is_err());
+    let both = ServerConfig::from_toml("x.toml", "[tokens]\nrequire = \"serial+agreement\"").unwrap();
+    assert_eq!(both.tokens.require, fwrepo_server::TokenRequire::SerialAndAgreement);
     assert_eq!(ServerConfig::from_toml("x.toml", "").unwrap(), ServerConfig::default());
 }

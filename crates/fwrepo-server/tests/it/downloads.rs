@@ -122,3 +122,51 @@ fn if_none_match_answers_304_before_range() {
     let resp = fx.get(&fx.big.url(), &[bearer(&t), ("if-none-match", "\"other\"".into())]);
     assert_eq!(resp.status, StatusCode::OK);
 }
+
+#[test]
+fn non_matching_if_match_is_412() {
+    let fx = Fixture::new();
+    let t = token("*");
+    let etag = fx.big.etag();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"x\", {etag}");
+    // (If-Match fields, If-None-Match, status) for a ranged GET of the blob.
+    let rows: Vec<(Vec<&str>, Option<&str>, StatusCode)> = vec![
+        (vec![], None, StatusCode::PARTIAL_CONTENT),
+        (vec!["*"], None, StatusCode::PARTIAL_CONTENT),
+        (vec![&etag], None, StatusCode::PARTIAL_CONTENT),
+        (vec![&listed], None, StatusCode::PARTIAL_CONTENT),
+        (vec!["\"x\"", &etag], None, StatusCode::PARTIAL_CONTENT),
+        (vec!["\"other\""], None, StatusCode::PRECONDITION_FAILED),
+        (vec!["\"a\", \"b\""], None, StatusCode::PRECONDITION_FAILED),
+        // Strong comparison: a weak tag never matches.
+        (vec![&weak], None, StatusCode::PRECONDITION_FAILED),
+        (vec!["garbage"], None, StatusCode::PRECONDITION_FAILED),
+        // If-Match is evaluated before If-None-Match.
+        (vec!["\"other\""], Some(&etag), StatusCode::PRECONDITION_FAILED),
+        (vec![&etag], Some(&etag), StatusCode::NOT_MODIFIED),
+    ];
+    for (if_match, inm, want) in rows {
+        let mut h = vec![bearer(&t), ("range", "bytes=0-9".to_owned())];
+        h.extend(if_match.iter().map(|v| ("if-match", (*v).to_owned())));
+        h.extend(inm.map(|v| ("if-none-match", v.to_owned())));
+        assert_eq!(fx.get(&fx.big.url(), &h).status, want, "GET {if_match:?} {inm:?}");
+        assert_eq!(fx.head(&fx.big.url(), &h).status, want, "HEAD {if_match:?} {inm:?}");
+        assert_eq!(fx.get(&fx.big.hashed_target(), &h).status, want, "target {if_match:?} {inm:?}");
+    }
+    // The chunk index and metadata have their own tags.
+    let chunks = format!("{}/chunks", fx.big.url());
+    let tag = fx.get(&chunks, &[bearer(&t)]).header("etag").unwrap().to_owned();
+    assert_eq!(fx.get(&chunks, &[bearer(&t), ("if-match", tag)]).status, StatusCode::OK);
+    assert_eq!(fx.get(&chunks, &[bearer(&t), ("if-match", etag.clone())]).status, StatusCode::PRECONDITION_FAILED);
+    let ts = fx.get("/metadata/timestamp.json", &[]).header("etag").unwrap().to_owned();
+    assert_eq!(fx.get("/metadata/timestamp.json", &[("if-match", ts)]).status, StatusCode::OK);
+    assert_eq!(fx.get("/metadata/timestamp.json", &[("if-match", "*".into())]).status, StatusCode::OK);
+    assert_eq!(
+        fx.get("/metadata/timestamp.json", &[("if-match", "\"stale\"".into())]).status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    // The gate comes first: a caller who may not see the blob learns nothing from If-Match.
+    let other = token("ProLiant DL360 Gen9");
+    assert_eq!(fx.get(&fx.big.url(), &[bearer(&other), ("if-match", "\"x\"".into())]).status, StatusCode::FORBIDDEN);
+}

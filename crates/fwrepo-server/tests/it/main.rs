@@ -1,9 +1,11 @@
 //! Integration tests of the server, run against a real listener on 127.0.0.1:0.
 
+mod abuse;
 mod auth;
 mod config;
 mod downloads;
 mod range_table;
+mod refresh;
 mod routes;
 mod server;
 mod support;

@@ -76,7 +76,9 @@ fn token_exchange_then_download() {
     }
     let r = fx.post("/v1/tokens", r#"{"partner_credential":"nope","scope":"mirror"}"#);
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(fx.post("/v1/tokens", r#"{"serial":"S1","agreement":"A"}"#).status, StatusCode::BAD_REQUEST);
+    // Both together name an agreement that must cover the serial: here no such agreement.
+    assert_eq!(fx.post("/v1/tokens", r#"{"serial":"S1","agreement":"A"}"#).status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.post("/v1/tokens", r#"{"serial":"S1","partner_credential":"c"}"#).status, StatusCode::BAD_REQUEST);
     assert_eq!(fx.post("/v1/tokens", r#"{"serial":"S1","extra":1}"#).status, StatusCode::BAD_REQUEST);
 }
 

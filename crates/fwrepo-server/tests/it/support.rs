@@ -119,7 +119,7 @@ fn component(name: &str, blob: &Blob, models: &[&str]) -> Component {
     }
 }
 
-fn ingest(store: &Store, bytes: Vec<u8>, target: &str) -> Blob {
+pub fn ingest(store: &Store, bytes: Vec<u8>, target: &str) -> Blob {
     let report = store.ingest_reader(std::io::Cursor::new(bytes.clone()), target).unwrap();
     Blob { id: report.blob, bytes: Bytes::from(bytes), sha256: report.sha256, target: target.to_owned() }
 }
@@ -192,6 +192,23 @@ impl Fixture {
         Fixture { rt, addr, state, big, other, empty, dir, stop: Some(stop), done: Some(done) }
     }
 
+    /// Stores a `len`-byte blob and publishes it for DL380 in a release of its own; the cached
+    /// facts are dropped so the server sees it.
+    pub fn add_blob(&self, len: usize) -> Blob {
+        let store = self.state.store();
+        let mut rng = fwrepo_synth::Rng::new(len as u64);
+        let blob = ingest(&store, fwrepo_synth::firmware_image(&mut rng, len), "firmware/rom-huge.bin");
+        let release = Release {
+            id: "2025.02.0".parse().unwrap(),
+            name: "Service Pack for ProLiant 2025.02.0".into(),
+            date: "2025-02-15".parse().unwrap(),
+            components: vec![component("Huge ROM", &blob, &[DL380])],
+        };
+        Catalog::new(store.db().clone()).add_release(&release).unwrap();
+        self.state.refresh().unwrap();
+        blob
+    }
+
     /// Asks the server to shut down; returns a receiver for its result.
     pub fn shutdown(&mut self) -> oneshot::Receiver<Result<(), fwrepo_server::Error>> {
         let _ = self.stop.take().unwrap().send(());
@@ -209,6 +226,15 @@ impl Fixture {
     pub fn post(&self, path: &str, body: &str) -> Resp {
         let h = [("content-type", "application/json".to_owned())];
         self.request(Method::POST, path, &h, Bytes::from(body.to_owned()))
+    }
+
+    /// A POST from the loopback address `src`, another client.
+    pub fn post_from(&self, src: [u8; 4], path: &str, body: &str) -> Resp {
+        let h = [("content-type", "application/json".to_owned())];
+        self.rt.block_on(async {
+            let stream = connect_from(src, self.addr).await;
+            send_on(stream, self.addr, false, Method::POST, path, &h, Bytes::from(body.to_owned())).await
+        })
     }
 
     pub fn request(&self, method: Method, path: &str, headers: &[(&str, String)], body: Bytes) -> Resp {
@@ -230,8 +256,18 @@ impl Fixture {
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
+        self.audit_file_lines("audit.jsonl")
+    }
+
+    /// The records of one audit file (`audit.jsonl`, `audit.jsonl.1`, …).
+    pub fn audit_file_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Entitlement records, written into the store the server reads.
+    pub fn records(&self) -> Entitlements {
+        Entitlements::new(self.state.store().db().clone())
     }
 }
 
@@ -253,6 +289,27 @@ pub async fn send(
     body: Bytes,
 ) -> Resp {
     let stream = TcpStream::connect(addr).await.unwrap();
+    send_on(stream, addr, h2, method, path, headers, body).await
+}
+
+/// A connection to `addr` from the loopback address `src` (e.g. `[127, 0, 0, 2]`): another
+/// client, as far as per-client limits go.
+pub async fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((src, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One request on `stream`, a connection to `addr`.
+pub async fn send_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    h2: bool,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Resp {
     let io = TokioIo::new(stream);
     let mut req = Request::builder().method(method).uri(path);
     if !h2 {

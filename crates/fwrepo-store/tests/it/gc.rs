@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use fwrepo_store::{Error, GcOptions};
+use fwrepo_store::{Error, FsckProblem, GcOptions};
 
 #[test]
 fn gc_keeps_roots_removes_the_rest_and_compacts() {
@@ -58,4 +58,55 @@ fn gc_needs_the_writer() {
     let _w = crate::new_store(dir.path());
     let ro = fwrepo_store::Store::open_read_only(&dir.path().join("data")).unwrap();
     assert!(matches!(ro.gc(&GcOptions::default()), Err(Error::ReadOnly { .. })));
+}
+
+/// Before the fix, `fsck` (a reader with its own view of the index) reported the chunks of a
+/// pack `gc` had just moved and unlinked as unreadable, and the weekly timer raised a false
+/// corruption alarm.
+#[test]
+fn fsck_beside_gc_does_not_report_a_pack_gc_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let writer = crate::new_store(dir.path());
+    let kept = writer.ingest_reader(&crate::image(31, 300_000)[..], "kept").unwrap().blob;
+    let dropped = writer.ingest_reader(&crate::image(32, 300_000)[..], "dropped").unwrap().blob;
+    let other = writer.ingest_reader(&crate::image(33, 700_000)[..], "other").unwrap().blob;
+    assert!(data.join("packs/00000002.pack").exists());
+    // fsck lists the chunks as the index was before gc ...
+    let fsck = fwrepo_store::Store::open_read_only(&data).unwrap();
+    // ... while gc moves `kept` out of pack 1, drops `dropped`, and unlinks pack 1.
+    let report = writer.gc(&GcOptions { roots: Some(HashSet::from([kept, other])), min_dead_fraction: 0.2 }).unwrap();
+    assert_eq!((report.blobs_removed, report.packs_rewritten), (1, 1));
+    assert!(!data.join("packs/00000001.pack").exists());
+    let report = fsck.fsck().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.blobs_checked, 2);
+    assert!(matches!(fsck.read_all(&dropped), Err(Error::UnknownBlob { .. })));
+}
+
+/// A pack the index still lists but that is gone is corruption, with or without a refresh.
+#[test]
+fn fsck_still_reports_a_really_missing_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let writer = crate::new_store(dir.path());
+    writer.ingest_reader(&crate::image(34, 300_000)[..], "a").unwrap();
+    let b = writer.ingest_reader(&crate::image(35, 900_000)[..], "b").unwrap().blob;
+    let reader = fwrepo_store::Store::open_read_only(&data).unwrap();
+    assert!(reader.fsck().unwrap().is_clean());
+    std::fs::remove_file(data.join("packs/00000002.pack")).unwrap();
+    let fresh = fwrepo_store::Store::open_read_only(&data).unwrap();
+    // The earlier reader still maps pack 2; a refresh makes it look at the files again.
+    reader.refresh().unwrap();
+    for store in [&fresh, &reader] {
+        let report = store.fsck().unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| matches!(p, FsckProblem::UnreadableChunk { pack: 2, blobs, .. } if blobs.contains(&b))),
+            "{:?}",
+            report.problems
+        );
+    }
 }

@@ -6,9 +6,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{image, new_store, read_all};
 
-/// A blob ingested into a source store: its chunk index, its chunk bytes and what signed
-/// metadata would say about it.
-fn source(seed: u64, len: usize) -> (fwrepo_store::ChunkIndex, Vec<(Digest, Vec<u8>)>, ExpectedBlob, Vec<u8>) {
+/// A blob ingested into a source store: its chunk index, its chunk bytes, what signed metadata
+/// would say about it, and its bytes.
+type Source = (fwrepo_store::ChunkIndex, Vec<(Digest, Vec<u8>)>, ExpectedBlob, Vec<u8>);
+
+/// A blob ingested into a source store (see [`Source`]).
+fn source(seed: u64, len: usize) -> Source {
     let dir = tempfile::tempdir().unwrap();
     let store = new_store(dir.path());
     let data = image(seed, len);

@@ -7,6 +7,7 @@ mod dedup;
 mod errors;
 mod gc;
 mod import;
+mod packs;
 mod roundtrip;
 
 use std::path::Path;

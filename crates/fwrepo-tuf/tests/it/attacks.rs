@@ -17,6 +17,26 @@ fn resign<T: Metadata>(bytes: &[u8], role: &str, edit: impl FnOnce(&mut T), keys
     Signed::sign(signed, keys).unwrap().bytes().to_vec()
 }
 
+/// [`resign`] for other test modules.
+pub fn resign_with<T: Metadata>(bytes: &[u8], role: &str, edit: impl FnOnce(&mut T), keys: &[&SigningKey]) -> Vec<u8> {
+    resign(bytes, role, edit, keys)
+}
+
+/// Publishes `snap_bytes` as snapshot `version` with the next timestamp describing it.
+pub fn publish_snapshot(server: &mut Server, keys: &Keys, snap_bytes: Vec<u8>, version: u64) {
+    let ts = resign::<Timestamp>(
+        server.get("timestamp.json").unwrap(),
+        "timestamp",
+        |t| {
+            t.version += 1;
+            t.meta.insert("snapshot.json".into(), MetaFile::describing(version, &snap_bytes));
+        },
+        &[&keys.timestamp],
+    );
+    server.files.insert(format!("{version}.snapshot.json"), snap_bytes);
+    server.files.insert("timestamp.json".into(), ts);
+}
+
 fn current_timestamp(server: &Server) -> Timestamp {
     Signed::<Timestamp>::from_bytes(&RoleName::timestamp(), server.get("timestamp.json").unwrap()).unwrap().signed
 }
@@ -368,6 +388,12 @@ fn threshold_not_met_refused_by_builder() {
     assert!(matches!(err, Error::ThresholdNotMet { valid: 1, threshold: 2, .. }), "{err}");
 }
 
+/// A metadata file with exactly these signatures, bypassing [`Signed::from_parts`] (which
+/// refuses the hostile lists the fixtures need).
+fn raw_file<T: serde::Serialize>(signed: &T, signatures: &[Signature]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "signed": signed, "signatures": signatures })).unwrap()
+}
+
 /// duplicate-signatures: targets needs 2 of 2 keys; targets v2 carries the same valid
 /// signature of one key twice.
 fn fixture_duplicate_signatures() -> Server {
@@ -377,18 +403,56 @@ fn fixture_duplicate_signatures() -> Server {
         &resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]),
     )
     .unwrap();
-    let twice =
-        Signed::from_parts(once.signed.clone(), vec![once.signatures[0].clone(), once.signatures[0].clone()]).unwrap();
-    cascade_targets(&mut server, &keys, twice.bytes().to_vec(), 2);
+    let twice = raw_file(&once.signed, &[once.signatures[0].clone(), once.signatures[0].clone()]);
+    cascade_targets(&mut server, &keys, twice, 2);
     server
 }
 
 #[test]
-fn duplicate_signatures_count_once() {
+fn duplicate_signatures_do_not_meet_a_threshold() {
     let server = fixture_duplicate_signatures();
     let mut up = client(&root_v1(&server), t0());
     let err = refresh(&server, &mut up).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, threshold: 2, .. }), "{err}");
+    assert!(matches!(err, Error::DuplicateSignature { ref role, .. } if role.as_str() == "targets"), "{err}");
+}
+
+/// duplicate-signature-keyids: targets (threshold 1) v2 carries its valid signature and, under
+/// the same key id, a second entry of garbage. Every signature present is from a known key,
+/// and one is valid, but the list names one key id twice.
+fn fixture_duplicate_signature_keyids() -> Server {
+    let (keys, _repo, mut server) = fresh_repo(Config::default());
+    let t = resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]);
+    let t = Signed::<Targets>::from_bytes(&RoleName::targets(), &t).unwrap();
+    let mut junk = t.signatures[0].clone();
+    junk.sig = "00".repeat(64);
+    cascade_targets(&mut server, &keys, raw_file(&t.signed, &[junk, t.signatures[0].clone()]), 2);
+    server
+}
+
+#[test]
+fn duplicate_signature_keyids_are_refused() {
+    let server = fixture_duplicate_signature_keyids();
+    let mut up = client(&root_v1(&server), t0());
+    let err = refresh(&server, &mut up).unwrap_err();
+    assert!(matches!(err, Error::DuplicateSignature { ref role, .. } if role.as_str() == "targets"), "{err}");
+    // Neither can such a list be assembled, nor does it verify when handed over directly.
+    let t = Signed::<Targets>::from_bytes(&RoleName::targets(), server.get("2.targets.json").unwrap());
+    assert!(matches!(t, Err(Error::DuplicateSignature { .. })));
+    let (keys, repo, _) = fresh_repo(Config::default());
+    let targets = repo.targets();
+    let twice = vec![targets.signatures[0].clone(), targets.signatures[0].clone()];
+    assert!(matches!(Signed::from_parts(targets.signed.clone(), twice.clone()), Err(Error::DuplicateSignature { .. })));
+    let root = &repo.root().signed;
+    let err = fwrepo_tuf::metadata::verify_threshold(
+        &RoleName::targets(),
+        targets.canonical(),
+        &twice,
+        &root.keys,
+        &[keys.targets.key_id()],
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::DuplicateSignature { .. }), "{err}");
 }
 
 #[test]
@@ -416,7 +480,7 @@ fn fixture_too_many_signatures() -> Server {
     let t = resign::<Targets>(server.get("1.targets.json").unwrap(), "targets", |t| t.version = 2, &[&keys.targets]);
     let t = Signed::<Targets>::from_bytes(&RoleName::targets(), &t).unwrap();
     let sigs = vec![t.signatures[0].clone(); MAX_SIGNATURES + 1];
-    cascade_targets(&mut server, &keys, Signed::from_parts(t.signed, sigs).unwrap().bytes().to_vec(), 2);
+    cascade_targets(&mut server, &keys, raw_file(&t.signed, &sigs), 2);
     server
 }
 
@@ -597,4 +661,124 @@ fn steps_out_of_order_are_refused() {
     up.finish_root().unwrap();
     assert!(matches!(up.update_snapshot(server.get("1.snapshot.json").unwrap()), Err(Error::OutOfOrder { .. })));
     assert!(up.update_root(server.get("1.root.json").unwrap()).is_err());
+}
+
+/// frozen-stored-snapshot: the client stored timestamp v1 and snapshot v1 (which lives one
+/// day). Two days later the holder of the timestamp key alone keeps signing fresh timestamps
+/// (v2, a week long) that still name snapshot v1, so the client never fetches a snapshot.
+fn fixture_frozen_stored_snapshot() -> (Server, Server) {
+    let (keys, _repo, server) = fresh_repo(short("snapshot"));
+    let then = server.clone();
+    let mut attacked = server;
+    let ts = resign::<Timestamp>(
+        attacked.get("timestamp.json").unwrap(),
+        "timestamp",
+        |t| {
+            t.version = 2;
+            t.expires = t0() + TimeDelta::days(9);
+        },
+        &[&keys.timestamp],
+    );
+    attacked.files.insert("timestamp.json".into(), ts);
+    (then, attacked)
+}
+
+/// A client session at `now` that starts from root v1 and the timestamp/snapshot it stored.
+fn returning_client_at(server_then: &Server, now: chrono::DateTime<chrono::Utc>) -> Updater {
+    let mut up = client(&root_v1(server_then), now);
+    up.load_trusted_timestamp(server_then.get("timestamp.json").unwrap()).unwrap();
+    let snap_v = current_timestamp(server_then).snapshot_meta().version;
+    up.load_trusted_snapshot(server_then.get(&format!("{snap_v}.snapshot.json")).unwrap()).unwrap();
+    up
+}
+
+#[test]
+fn expired_stored_snapshot_is_refused() {
+    let (then, attacked) = fixture_frozen_stored_snapshot();
+    let mut up = returning_client_at(&then, t0() + TimeDelta::days(2));
+    let err = refresh(&attacked, &mut up).unwrap_err();
+    assert!(matches!(err, Error::Expired { ref role, .. } if role.as_str() == "snapshot"), "{err}");
+    // Before the snapshot expired, the same stored files were fine.
+    let mut up = returning_client_at(&then, t0());
+    refresh(&attacked, &mut up).unwrap();
+}
+
+#[test]
+fn expired_stored_snapshot_is_refused_when_targets_are_asked_first() {
+    // The caller skips snapshot_request and goes straight to the targets the stored snapshot
+    // names: still refused.
+    let (then, attacked) = fixture_frozen_stored_snapshot();
+    let mut up = returning_client_at(&then, t0() + TimeDelta::days(2));
+    up.finish_root().unwrap();
+    up.update_timestamp(attacked.get("timestamp.json").unwrap()).unwrap();
+    let err = up.targets_request(&RoleName::targets()).unwrap_err();
+    assert!(matches!(err, Error::Expired { ref role, .. } if role.as_str() == "snapshot"), "{err}");
+}
+
+#[test]
+fn expired_stored_timestamp_is_refused() {
+    // stored-timestamp-only: the client offers its stored (now expired) timestamp and snapshot
+    // and asks for targets without a timestamp update in this run.
+    let server = fixture_expired("timestamp");
+    let mut up = returning_client_at(&server, t0() + TimeDelta::days(2));
+    up.finish_root().unwrap();
+    assert!(matches!(up.snapshot_request(), Err(Error::OutOfOrder { .. })));
+    assert!(matches!(up.targets_request(&RoleName::targets()), Err(Error::OutOfOrder { .. })));
+    let err = up.update_timestamp(server.get("timestamp.json").unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Expired { ref role, .. } if role.as_str() == "timestamp"), "{err}");
+    assert!(matches!(up.targets_request(&RoleName::targets()), Err(Error::OutOfOrder { .. })));
+}
+
+/// Signs `signed` with `key` but names the signature `keyid`.
+fn sign_under_id<T: Metadata>(signed: T, key: &SigningKey, keyid: fwrepo_tuf::KeyId) -> Vec<u8> {
+    let mut sig = key.sign(&cjson::to_canonical(&signed).unwrap());
+    sig.keyid = keyid;
+    Signed::from_parts(signed, vec![sig]).unwrap().bytes().to_vec()
+}
+
+/// key-replaced-under-same-id: the client trusts timestamp v10 (signed by a compromised
+/// timestamp key). Root v2 keeps the timestamp key id but puts a new key behind it, and the
+/// repository restarts at timestamp v2 signed by the new key under the old id.
+fn fixture_key_replaced_under_same_keyid() -> (Vec<u8>, Server) {
+    let (keys, _repo, mut server) = fresh_repo(Config::default());
+    let stored =
+        resign::<Timestamp>(server.get("timestamp.json").unwrap(), "timestamp", |t| t.version = 10, &[&keys.timestamp]);
+    let old_id = keys.timestamp.key_id();
+    let new_key = key(21);
+    let mut root = Signed::<Root>::from_bytes(&RoleName::root(), server.get("1.root.json").unwrap()).unwrap().signed;
+    root.version = 2;
+    root.keys.insert(old_id, new_key.public_key());
+    let root2 = Signed::sign(root, &[&keys.root]).unwrap();
+    server.files.insert("2.root.json".into(), root2.bytes().to_vec());
+    let mut ts = current_timestamp(&server);
+    ts.version = 2;
+    server.files.insert("timestamp.json".into(), sign_under_id(ts, &new_key, old_id));
+    (stored, server)
+}
+
+#[test]
+fn key_replaced_under_same_keyid_is_rotated() {
+    let (stored, server) = fixture_key_replaced_under_same_keyid();
+    let mut up = client(&root_v1(&server), t0());
+    up.load_trusted_timestamp(&stored).unwrap();
+    refresh(&server, &mut up).unwrap();
+    assert_eq!((up.root().signed.version, up.timestamp().unwrap().signed.version), (2, 2));
+    // The stored timestamp was signed by the key that is gone.
+    assert!(matches!(up.load_trusted_timestamp(&stored), Err(Error::ThresholdNotMet { .. })));
+}
+
+#[test]
+fn stored_timestamp_offered_late_does_not_count_as_updated() {
+    // late-stored-timestamp: after this run's timestamp update, the caller offers a stored
+    // (expired) timestamp; it must not be taken as checked.
+    let server = fixture_expired("timestamp");
+    let stored = server.get("timestamp.json").unwrap().to_vec();
+    let mut up = client(&root_v1(&server), t0() + TimeDelta::days(2));
+    up.finish_root().unwrap();
+    assert!(up.update_timestamp(&stored).is_err());
+    let mut up = client(&root_v1(&server), t0());
+    up.finish_root().unwrap();
+    up.update_timestamp(&stored).unwrap();
+    up.load_trusted_timestamp(&stored).unwrap();
+    assert!(matches!(up.snapshot_request(), Err(Error::OutOfOrder { .. })));
 }

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use fwrepo_tuf::{
-    Component, Config, FwCustom, Limits, Lookup, MetadataFile, Repository, Result, RoleName, RoleSpec, RootSpec,
-    SigningKey, TargetFile, TargetInfo, TargetPath, Updater,
+    Component, Config, DelegatedRole, Delegations, FwCustom, Limits, Lookup, MetaFile, MetadataFile, Repository,
+    Result, RoleName, RoleSpec, RootSpec, Signed, SigningKey, Snapshot, TargetFile, TargetInfo, TargetPath, Targets,
+    Timestamp, Updater, layout,
 };
+use serde_json::Map;
 
 /// The fixed "now" of every test.
 pub fn t0() -> DateTime<Utc> {
@@ -140,4 +142,78 @@ pub fn find(server: &Server, up: &mut Updater, p: &TargetPath) -> Result<Option<
 /// The bytes of root version 1 as published.
 pub fn root_v1(server: &Server) -> Vec<u8> {
     server.get("1.root.json").unwrap().to_vec()
+}
+
+/// One role of a hand-built tree: its name, its content and the keys that sign it.
+pub struct TreeRole<'a> {
+    pub name: &'a str,
+    pub targets: Targets,
+    pub signers: Vec<&'a SigningKey>,
+}
+
+/// Publishes a hand-built tree over a fresh repository: every role file (the top-level
+/// `targets` among them) under its consistent-snapshot name, then snapshot v2 and timestamp v2
+/// describing them, signed with the repository's online keys.
+pub fn publish_tree(server: &mut Server, keys: &Keys, roles: Vec<TreeRole<'_>>) {
+    let exp = t0() + TimeDelta::days(30);
+    let mut meta = BTreeMap::new();
+    for r in roles {
+        let file = Signed::sign(r.targets, &r.signers).unwrap();
+        let v = file.signed.version;
+        let role = RoleName::new(r.name).unwrap();
+        meta.insert(format!("{}.json", r.name), MetaFile::describing(v, file.bytes()));
+        server.files.insert(layout::versioned_file(&role, v), file.bytes().to_vec());
+    }
+    let snap = Snapshot {
+        type_: "snapshot".into(),
+        spec_version: "1.0.31".into(),
+        version: 2,
+        expires: exp,
+        meta,
+        extra: Map::new(),
+    };
+    let snap = Signed::sign(snap, &[&keys.snapshot]).unwrap();
+    let ts = Timestamp {
+        type_: "timestamp".into(),
+        spec_version: "1.0.31".into(),
+        version: 2,
+        expires: exp,
+        meta: BTreeMap::from([("snapshot.json".to_owned(), MetaFile::describing(2, snap.bytes()))]),
+        extra: Map::new(),
+    };
+    server.files.insert("2.snapshot.json".into(), snap.bytes().to_vec());
+    server.files.insert("timestamp.json".into(), Signed::sign(ts, &[&keys.timestamp]).unwrap().bytes().to_vec());
+}
+
+/// A delegation entry for `name` trusting `keys` (threshold 1 each) for `paths`.
+pub fn delegation(name: &str, paths: &[&str], keys: &[&SigningKey], terminating: bool) -> DelegatedRole {
+    DelegatedRole {
+        name: RoleName::new(name).unwrap(),
+        keyids: keys.iter().map(|k| k.key_id()).collect(),
+        threshold: 1,
+        terminating,
+        paths: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
+        path_hash_prefixes: None,
+        extra: Map::new(),
+    }
+}
+
+/// A targets role (version 1, or 2 for the top level) listing `files` and delegating `roles`.
+pub fn targets_role(top: bool, files: &[&str], roles: Vec<DelegatedRole>) -> Targets {
+    let mut t = Targets::new(if top { 2 } else { 1 }, t0() + TimeDelta::days(30));
+    for name in files {
+        let (p, _, f) = firmware(name);
+        t.targets.insert(p, f);
+    }
+    if !roles.is_empty() {
+        let mut keys = BTreeMap::new();
+        for r in &roles {
+            for id in &r.keyids {
+                let k = (1..=60u8).map(key).find(|k| k.key_id() == *id).expect("test keys have seeds 1..=60");
+                keys.insert(*id, k.public_key());
+            }
+        }
+        t.delegations = Some(Delegations { keys, roles, extra: Map::new() });
+    }
+    t
 }

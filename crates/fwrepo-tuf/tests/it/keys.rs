@@ -107,3 +107,103 @@ fn wrong_key_type_never_verifies() {
     let ecdsa_key = PublicKey::ecdsa_p256(hex::encode(p256_key().verifying_key().to_encoded_point(true).as_bytes()));
     assert!(!ecdsa_key.verify(b"m", &sig));
 }
+
+const RSA_PUBLIC: &str = include_str!("data/rsa-pss/public.pem");
+const RSA_PRIVATE: &str = include_str!("data/rsa-pss/test-only.key.pem");
+const RSA_MESSAGE: &[u8] = include_bytes!("data/rsa-pss/message.txt");
+
+fn rsa_sig(name: &str) -> Vec<u8> {
+    let hex_text = match name {
+        "salt32" => include_str!("data/rsa-pss/sig-salt32.hex"),
+        _ => include_str!("data/rsa-pss/sig-saltmax.hex"),
+    };
+    hex::decode(hex_text.trim()).unwrap()
+}
+
+/// Signs `msg` with the fixture's RSA key, RSASSA-PSS SHA-256, salt as long as the digest.
+fn rsa_sign(msg: &[u8]) -> Vec<u8> {
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_PRIVATE).unwrap();
+    let signer = rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(private);
+    signer.sign_with_rng(&mut rsa::rand_core::OsRng, msg).to_vec()
+}
+
+#[test]
+fn rsa_pss_signatures_made_by_openssl_verify() {
+    let key = PublicKey::rsa_pss_sha256(RSA_PUBLIC);
+    key.validate().unwrap();
+    for salt in ["salt32", "saltmax"] {
+        assert!(key.verify(RSA_MESSAGE, &rsa_sig(salt)), "{salt}");
+    }
+    assert!(key.verify(b"signed in the test", &rsa_sign(b"signed in the test")));
+}
+
+#[test]
+fn rsa_pss_tampered_signature_fails() {
+    let key = PublicKey::rsa_pss_sha256(RSA_PUBLIC);
+    for salt in ["salt32", "saltmax"] {
+        let good = rsa_sig(salt);
+        for i in [0, 100, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            assert!(!key.verify(RSA_MESSAGE, &bad), "{salt}: byte {i} flipped verified");
+        }
+        // Truncated, extended, or over other bytes.
+        assert!(!key.verify(RSA_MESSAGE, &good[1..]));
+        assert!(!key.verify(RSA_MESSAGE, &[good.as_slice(), &[0]].concat()));
+        let mut other = RSA_MESSAGE.to_vec();
+        other[0] ^= 0x20;
+        assert!(!key.verify(&other, &good));
+    }
+    // The right signature under another scheme, or from an RSA key of another size, is no good.
+    let mut sha384 = key.clone();
+    sha384.scheme = "rsassa-pss-sha384".into();
+    assert!(!sha384.verify(RSA_MESSAGE, &rsa_sig("salt32")));
+    assert!(sha384.validate().is_err());
+    let mut pkcs1 = key.clone();
+    pkcs1.scheme = "rsa-pkcs1v15-sha256".into();
+    assert!(!pkcs1.verify(RSA_MESSAGE, &rsa_sig("salt32")));
+}
+
+#[test]
+fn short_and_malformed_rsa_keys_are_refused() {
+    let short = PublicKey::rsa_pss_sha256(include_str!("data/rsa-pss/public-1024.pem"));
+    let err = short.validate().unwrap_err();
+    assert!(err.to_string().contains("2048"), "{err}");
+    assert!(PublicKey::rsa_pss_sha256("not a key").validate().is_err());
+    // An ECDSA PEM key under keytype rsa.
+    let ec = p256_key().verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    assert!(PublicKey::rsa_pss_sha256(ec).validate().is_err());
+}
+
+#[test]
+fn rsa_pss_root_key_verifies() {
+    use fwrepo_tuf::{Limits, RoleName, Root, Signed, Updater};
+    // A root built and signed by python-tuf and securesystemslib with an RSA key for every role.
+    let root_v1 = include_bytes!("data/rsa-pss/root.json");
+    let now = crate::common::t0();
+    let mut up = Updater::new(root_v1, now, Limits::default()).unwrap();
+    let root = up.root().signed.clone();
+    assert!(root.keys.values().all(|k| k.keytype == "rsa" && k.scheme == "rsassa-pss-sha256"));
+    // Root v2, signed in this test with the same RSA key, is accepted as the next root.
+    let mut next: Root = root.clone();
+    next.version = 2;
+    let canonical = fwrepo_tuf::cjson::to_canonical(&next).unwrap();
+    let keyid = *root.keys.keys().next().unwrap();
+    let sig = fwrepo_tuf::Signature { keyid, sig: hex::encode(rsa_sign(&canonical)), extra: Default::default() };
+    let v2 = Signed::from_parts(next.clone(), vec![sig.clone()]).unwrap();
+    up.update_root(v2.bytes()).unwrap();
+    up.finish_root().unwrap();
+    assert_eq!(up.root().signed.version, 2);
+    // The same signature over a root that says something else is refused.
+    let mut forged = next;
+    forged.consistent_snapshot = false;
+    let forged = Signed::from_parts(forged, vec![sig]).unwrap();
+    let mut up = Updater::new(root_v1, now, Limits::default()).unwrap();
+    let err = up.update_root(forged.bytes()).unwrap_err();
+    assert!(
+        matches!(err, fwrepo_tuf::Error::ThresholdNotMet { ref role, valid: 0, .. } if role == &RoleName::root()),
+        "{err}"
+    );
+}

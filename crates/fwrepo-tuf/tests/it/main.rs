@@ -4,6 +4,9 @@
 mod attacks;
 mod cjson;
 mod common;
+mod delegation;
+mod hashes;
 mod keys;
 mod names;
+mod patterns;
 mod roundtrip;

@@ -45,13 +45,31 @@ fn target_path_is_checked_when_deserialized() {
 }
 
 #[test]
-fn role_names_follow_path_rules_without_slash() {
-    for bad in ["", "a/b", "..", ".", "a\\b", "a\"b", "a\0", "e\u{301}"] {
-        assert!(RoleName::new(bad).is_err(), "{bad:?} accepted");
+fn role_names_are_opaque_but_never_empty() {
+    for odd in ["/delegatedrole", "../delegatedrole", "..", ".", "a?b#c", "a\\b", "a\"b", "a\0", "e\u{301}", "a/b"] {
+        assert_eq!(RoleName::new(odd).unwrap().as_str(), odd);
     }
+    assert!(RoleName::new("").is_err());
+    assert!(serde_json::from_str::<RoleName>("\"\"").is_err());
+    // Not valid Unicode (a lone surrogate): refused by the parser before it is a name.
+    assert!(serde_json::from_str::<RoleName>("\"\\ud800\"").is_err());
     assert!(RoleName::new("bins-0f").is_ok());
     assert!(RoleName::targets().is_top_level());
     assert!(!RoleName::new("bins-0").unwrap().is_top_level());
+}
+
+#[test]
+fn role_names_are_percent_encoded_as_python_tuf_does() {
+    let table: serde_json::Value = serde_json::from_str(include_str!("data/role-names.json")).unwrap();
+    assert!(table["source"].as_str().unwrap().starts_with("python-tuf 7"));
+    for case in table["cases"].as_array().unwrap() {
+        let (name, encoded) = (case[0].as_str().unwrap(), case[1].as_str().unwrap());
+        let role = RoleName::new(name).unwrap();
+        assert_eq!(role.encoded(), encoded, "{name:?}");
+        assert_eq!(fwrepo_tuf::layout::versioned_file(&role, 3), format!("3.{encoded}.json"));
+        let file = fwrepo_tuf::layout::versioned_file(&role, 3);
+        assert!(!file.contains(['/', '\\', '?', '#', '\0']) && !file.chars().any(char::is_control), "{file:?}");
+    }
 }
 
 #[test]

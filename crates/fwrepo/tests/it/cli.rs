@@ -116,3 +116,52 @@ fn fsck_exits_non_zero_on_corruption() {
         "{text}"
     );
 }
+
+/// Runs `fwrepo ARGS` with stdout a pipe whose reader has already gone away.
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) just opened both descriptors and nothing else owns them.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    std::process::Command::new(crate::bin()).args(args).stdout(writer).output().expect("fwrepo runs")
+}
+
+/// Before the fix, `fwrepo stats | head -0` (or any reader that leaves early) made every
+/// command that prints with `println!` panic with "failed printing to stdout" and exit 101.
+#[test]
+fn stats_on_a_closed_stdout_exits_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let file = dir.path().join("fw.bin");
+    std::fs::write(&file, image(2, 100_000)).unwrap();
+    let new_data = data_arg(&dir.path().join("new"));
+    let commands: [&[&str]; 7] = [
+        &["stats", "--data", &data],
+        &["stats", "--data", &data, "--json"],
+        &["fsck", "--data", &data],
+        &["ingest", "--data", &data, file.to_str().unwrap()],
+        &["gc", "--data", &data],
+        &["init", "--data", &new_data],
+        &["--help"],
+    ];
+    for args in commands {
+        let out = with_closed_stdout(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
+    }
+    // The commands did their work up to the write that found no reader.
+    let stats = fwrepo(&["stats", "--data", &data, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(v["blobs"], 1);
+    assert!(dir.path().join("new/fwrepo.json").exists());
+}

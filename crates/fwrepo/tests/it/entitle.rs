@@ -143,6 +143,99 @@ fn revoking_a_subject_is_recorded() {
     assert_one_line_error(&fwrepo(&["token", "revoke", "--data", &f.data, "--subject", "nobody"]), "");
 }
 
+/// The revocations recorded in `data`, read as the server reads them.
+fn revocations(data: &str) -> Revocations {
+    let repo = fwrepo_repo::Repo::open_with_families(Path::new(data), true, fwrepo_entitle::COLUMN_FAMILIES).unwrap();
+    fwrepo_entitle::Entitlements::new(repo.store().db().clone()).revocations().unwrap()
+}
+
+#[test]
+fn reimport_does_not_lift_manual_subject_revocation() {
+    let f = fixture();
+    let partners = Path::new(&f.data).parent().unwrap().join("partners.csv");
+    let partners = partners.to_str().unwrap();
+    let before = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--partner", "P-1"]);
+    assert!(before.status.success());
+    assert!(fwrepo(&["token", "revoke", "--data", &f.data, "--subject", "partner:P-1"]).status.success());
+    // The routine re-import of the unchanged file.
+    let out = fwrepo(&["entitlements", "import", "--data", &f.data, partners]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 0 updated, 1 unchanged"));
+    let refused = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--partner", "P-1"]);
+    assert_one_line_error(&refused, "inactive partner");
+    let old = String::from_utf8(before.stdout).unwrap();
+    let v = Verifier::new(keyring(&f.keys).verifying_keys(), revocations(&f.data), "fwrepo");
+    assert_eq!(v.authenticate(old.trim(), UnixTime::now()).unwrap_err(), fwrepo_entitle::Reject::RevokedSubject);
+
+    // Only `token unrevoke` lifts it; a second time there is nothing to lift.
+    let out = fwrepo(&["token", "unrevoke", "--data", &f.data, "--subject", "partner:P-1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = fwrepo(&["token", "issue", "--data", &f.data, "--keys", &f.keys, "--partner", "P-1"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_one_line_error(
+        &fwrepo(&["token", "unrevoke", "--data", &f.data, "--subject", "partner:P-1"]),
+        "is not revoked",
+    );
+    // A subject revoked by its record's status is lifted by an import, not by unrevoke.
+    assert!(fwrepo(&["entitlements", "revoke", "--data", &f.data, "--partner", "P-1"]).status.success());
+    assert_one_line_error(
+        &fwrepo(&["token", "unrevoke", "--data", &f.data, "--subject", "partner:P-1"]),
+        "revoked by its record's status",
+    );
+}
+
+#[test]
+fn jti_starting_with_a_dash_can_be_revoked_and_unrevoked() {
+    let f = fixture();
+    let spellings: [&[&str]; 2] = [&["--jti=-Abc_1"], &["--jti", "-Abc_2"]];
+    for (i, spelling) in spellings.iter().enumerate() {
+        let jti = format!("-Abc_{}", i + 1);
+        let mut args = vec!["token", "revoke", "--data", &f.data];
+        args.extend_from_slice(spelling);
+        let out = fwrepo(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(revocations(&f.data).is_token_revoked(&jti), "{args:?}");
+        args[1] = "unrevoke";
+        let out = fwrepo(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!revocations(&f.data).is_token_revoked(&jti), "{args:?}");
+    }
+    assert_one_line_error(&fwrepo(&["token", "unrevoke", "--data", &f.data, "--jti", "never-revoked"]), "not revoked");
+}
+
+#[test]
+fn ten_year_token_lifetime_is_refused() {
+    let f = fixture();
+    for lifetime in ["315360000", "86401", "0"] {
+        let out = fwrepo(&[
+            "token",
+            "issue",
+            "--data",
+            &f.data,
+            "--keys",
+            &f.keys,
+            "--serial",
+            "CZ1234ABCD",
+            "--lifetime",
+            lifetime,
+        ]);
+        assert_one_line_error(&out, "--lifetime must be 1 to 86400");
+    }
+    let out = fwrepo(&[
+        "token",
+        "issue",
+        "--data",
+        &f.data,
+        "--keys",
+        &f.keys,
+        "--serial",
+        "CZ1234ABCD",
+        "--lifetime",
+        "86400",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Reads the bytes of a published target through the signed metadata.
 fn published(data: &str, path: &str) -> Option<Vec<u8>> {
     let repo = fwrepo_repo::Repo::open_read_only(Path::new(data)).unwrap();

@@ -165,6 +165,88 @@ fn serve_gates_downloads_and_follows_the_writer() {
     assert!(status.success(), "{status}");
 }
 
+fn post_serial(addr: &str, serial: &str) -> (u16, Vec<u8>) {
+    let body = format!(r#"{{"serial":"{serial}"}}"#);
+    let (status, _, body) = http(addr, "POST", "/v1/tokens", &[("Content-Type", "application/json")], body.as_bytes());
+    (status, body)
+}
+
+/// Polls `GET path` with `bearer` until it answers `want`, for at most 15 s.
+fn await_status(addr: &str, path: &str, bearer: &str, want: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, _) = http(addr, "GET", path, &[("Authorization", bearer)], b"");
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {status} after 15 s, expected {want}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn server_started_before_first_import_sees_revocations() {
+    // The order an operator goes in: keys, init, publish, start the server, and only then the
+    // first entitlement import, token and revocations.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let keys = dir.path().join("keys").display().to_string();
+    assert!(fwrepo(&["keys", "generate", "--out", &keys]).status.success());
+    assert!(fwrepo(&["keys", "rotate-issuer", "--keys", &keys]).status.success());
+    assert!(fwrepo(&["init", "--data", &data, "--keys", &keys]).status.success());
+    let release = fwrepo_synth::Series::new(fwrepo_synth::SeriesParams::small()).next().unwrap();
+    let rdir = dir.path().join("release");
+    release.write_to(&rdir).unwrap();
+    let out = fwrepo(&["publish", "--data", &data, "--keys", &keys, rdir.join("release.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = start(&data, &keys);
+    let addr = server.addr.as_str();
+    assert_eq!(post_serial(addr, "SRV0000001").0, 403, "no records yet");
+
+    let comp = &release.components[0];
+    let serials = dir.path().join("serials.csv");
+    std::fs::write(&serials, format!("serial,model,warranty_end\nSRV0000001,{},2099-12-31\n", comp.models[0])).unwrap();
+    let out = fwrepo(&["entitlements", "import", "--data", &data, serials.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // POST /v1/tokens works after a refresh, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = post_serial(addr, "SRV0000001");
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "token issuance still {status} after the import");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let by_server = v["token"].as_str().unwrap().to_owned();
+    let out = fwrepo(&["token", "issue", "--data", &data, "--keys", &keys, "--serial", "SRV0000001"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_cli = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
+    let (a, b) = (format!("Bearer {by_server}"), format!("Bearer {by_cli}"));
+    assert_eq!(http(addr, "GET", &path, &[("Authorization", &a)], b"").0, 200);
+    assert_eq!(http(addr, "GET", &path, &[("Authorization", &b)], b"").0, 200);
+
+    // Revoked by jti: refused after a refresh, while the other token of the serial still works.
+    let ring = fwrepo_entitle::IssuerKeyring::from_bytes(&std::fs::read(Path::new(&keys).join("issuer.jwks")).unwrap())
+        .unwrap();
+    let verifier = fwrepo_entitle::Verifier::new(ring.verifying_keys(), fwrepo_entitle::Revocations::new(), "fwrepo");
+    let jti = verifier.authenticate(&by_server, fwrepo_entitle::UnixTime::now()).unwrap().jti;
+    let out = fwrepo(&["token", "revoke", "--data", &data, &format!("--jti={jti}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    await_status(addr, &path, &a, 401, "token revoked by jti");
+    assert_eq!(http(addr, "GET", &path, &[("Authorization", &b)], b"").0, 200);
+
+    // Revoked by subject: every token of the serial is refused, and no new one is issued.
+    let out = fwrepo(&["token", "revoke", "--data", &data, "--subject", "serial:SRV0000001"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    await_status(addr, &path, &b, 401, "token revoked by subject");
+    assert_eq!(post_serial(addr, "SRV0000001").0, 403);
+}
+
 #[test]
 fn serve_refuses_a_missing_data_dir() {
     let dir = tempfile::tempdir().unwrap();

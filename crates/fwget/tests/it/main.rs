@@ -1,0 +1,5 @@
+mod catalog;
+mod client;
+mod delta;
+mod seeds;
+mod support;

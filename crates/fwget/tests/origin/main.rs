@@ -1,0 +1,371 @@
+//! End to end against a real fwrepo origin on 127.0.0.1:0: two synthetic releases published
+//! with `fwrepo-repo`, served by `fwrepo-server` with token issuance; the `fwget` binary
+//! logs in, refreshes, plans and updates. Also: plan agreement with `POST /v1/catalog/plan`
+//! and resume after `kill -9` behind a throttling proxy.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use fwrepo_chunk::{Chunker, Digest};
+use fwrepo_entitle::{Entitlements, Issuer, IssuerConfig, IssuerKeyring, Revocations, UnixTime, Verifier};
+use fwrepo_repo::keys::{self, Keyring, Role};
+use fwrepo_repo::{Manifest, Repo};
+use fwrepo_server::{MetadataSource, ServerConfig, ServerState};
+use fwrepo_store::{InitOptions, OpenOptions, Store};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ISS: &str = "fwrepo-test";
+const AUD: &str = "fwrepo";
+
+struct RepoMetadata(Arc<Store>);
+
+impl MetadataSource for RepoMetadata {
+    fn get(&self, name: &str) -> Option<Bytes> {
+        fwrepo_repo::read_metadata(self.0.db(), name).ok().flatten().map(Bytes::from)
+    }
+}
+
+struct Origin {
+    rt: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    tmp: tempfile::TempDir,
+    releases: Vec<fwrepo_synth::Release>,
+    model: String,
+}
+
+fn origin() -> Origin {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, key_dir) = (tmp.path().join("data"), tmp.path().join("keys"));
+    let opts = InitOptions {
+        chunk_sizes: fwrepo_store::ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 },
+        ..InitOptions::default()
+    };
+    Store::init(&data, &opts).unwrap();
+    keys::generate(&key_dir, &Role::ALL, 1).unwrap();
+    let mut families = fwrepo_repo::column_families();
+    families.extend(fwrepo_server::column_families());
+    families.sort();
+    families.dedup();
+    let store =
+        Arc::new(Store::open_with(&data, &OpenOptions { read_only: false, extra_column_families: families }).unwrap());
+    let repo = Repo::over(store.clone());
+    repo.init_metadata(&Keyring::load(&key_dir, &Role::ALL).unwrap(), 1, Utc::now()).unwrap();
+    let online = Keyring::load(&key_dir, &Role::ONLINE).unwrap();
+    let mut releases = Vec::new();
+    for (n, r) in fwrepo_synth::Series::new(fwrepo_synth::SeriesParams::small()).take(2).enumerate() {
+        let dir = tmp.path().join(format!("rel-{n}"));
+        r.write_to(&dir).unwrap();
+        repo.publish(&Manifest::load(&dir.join("release.toml")).unwrap(), &online, &key_dir, Utc::now()).unwrap();
+        releases.push(r);
+    }
+    let model = releases[1].components[0].models[0].clone();
+    let records = Entitlements::new(store.db().clone());
+    let csv = format!("serial,model,warranty_end\nS1,{model},2099-12-31\nS9,{model},2001-01-01\n");
+    records.import("serials.csv", csv.as_bytes(), UnixTime::now()).unwrap();
+
+    let ring = IssuerKeyring::from_seeds(&[[7; 32]]).unwrap();
+    let verifier = Verifier::new(ring.verifying_keys(), Revocations::new(), AUD).with_issuer(ISS);
+    let issuer = Issuer::new(IssuerConfig::new(ISS, AUD), ring).unwrap();
+    let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let state = ServerState::new(&config, store.clone(), Arc::new(RepoMetadata(store.clone())), verifier)
+        .unwrap()
+        .with_issuer(issuer, Entitlements::new(store.db().clone()));
+    let state = Arc::new(state);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let bound = rt.block_on(fwrepo_server::bind(config)).unwrap();
+    let addr = bound.local_addr();
+    rt.spawn(async move { bound.run(state, std::future::pending()).await });
+    std::fs::write(tmp.path().join("1.root.json"), repo.metadata_file("1.root.json").unwrap().unwrap()).unwrap();
+    Origin { rt, addr, tmp, releases, model }
+}
+
+fn fwget(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fwget")).arg("--dir").arg(dir).args(args).output().unwrap()
+}
+
+/// Runs fwget with `--json` (after the subcommand, to check global flags go anywhere),
+/// requires success and returns its object.
+fn ok_json(dir: &Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = fwget(dir, &a);
+    assert!(out.status.success(), "fwget {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn init_client(o: &Origin, repo_url: &str) -> PathBuf {
+    let dir = o.tmp.path().join(format!("client-{}", rand_suffix()));
+    let root = o.tmp.path().join("1.root.json");
+    ok_json(&dir, &["init", "--repo", repo_url, "--root", root.to_str().unwrap()]);
+    ok_json(&dir, &["login", "--serial", "S1"]);
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Chunks of every file in `dir` (what a client holds).
+fn chunks_in(dir: &Path) -> HashSet<Digest> {
+    let chunker = Chunker::new(fwrepo_chunk::ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 });
+    let mut out = HashSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        out.extend(chunker.chunks(&bytes).map(|r| Digest::of(&bytes[r])));
+    }
+    out
+}
+
+#[test]
+fn init_login_refresh_plan_update_and_the_second_update_fetches_only_new_chunks() {
+    let o = origin();
+    let dir = init_client(&o, &format!("http://{}", o.addr));
+    let token = std::fs::metadata(dir.join("token.json")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(token.permissions().mode() & 0o777, 0o600);
+
+    let r = ok_json(&dir, &["refresh"]);
+    assert!(r["targets"].as_u64().unwrap() >= 2);
+    let models = ok_json(&dir, &["models"]);
+    assert!(models["models"].as_array().unwrap().iter().any(|m| m == o.model.as_str()));
+    let rels = ok_json(&dir, &["releases", &o.model]);
+    assert_eq!(rels["releases"][0]["id"], o.releases[1].id.as_str(), "newest first");
+
+    let out = o.tmp.path().join("installed");
+    let first =
+        ok_json(&dir, &["update", "--model", &o.model, "--out", out.to_str().unwrap(), "--release", &o.releases[0].id]);
+    let files1 = first["files"].as_array().unwrap();
+    assert!(!files1.is_empty());
+    for f in files1 {
+        assert_eq!(f["seed_bytes"], 0);
+    }
+    let held = chunks_in(&out);
+
+    // The plan against release two, from what is installed, then the update.
+    let plan = ok_json(&dir, &["plan", "--model", &o.model, "--installed", out.to_str().unwrap()]);
+    assert_eq!(plan["release"], o.releases[1].id.as_str());
+    let second = ok_json(&dir, &["update", "--model", &o.model, "--out", out.to_str().unwrap()]);
+    let files2 = second["files"].as_array().unwrap();
+    assert_eq!(files2.len() as u64, plan["totals"]["download_files"].as_u64().unwrap());
+    let (mut ideal, mut runs, mut wire, mut requests) = (0u64, 0u64, 0u64, 0u64);
+    let chunker = Chunker::new(fwrepo_chunk::ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 });
+    let mut seen = HashSet::new();
+    for f in files2 {
+        let bytes = std::fs::read(f["path"].as_str().unwrap()).unwrap();
+        assert_eq!(bytes.len() as u64, f["length"].as_u64().unwrap());
+        let mut prev_missing = false;
+        for r in chunker.chunks(&bytes) {
+            let id = Digest::of(&bytes[r.clone()]);
+            let missing = !held.contains(&id) && seen.insert(id);
+            if missing {
+                ideal += r.len() as u64;
+                if !prev_missing {
+                    runs += 1;
+                }
+            }
+            prev_missing = missing;
+        }
+        wire += f["wire_bytes"].as_u64().unwrap();
+        requests += f["requests"].as_u64().unwrap();
+    }
+    let full: u64 = files2.iter().map(|f| f["length"].as_u64().unwrap()).sum();
+    // Per file: one chunk index request plus at most one range per run of new chunks, and
+    // bytes close to the new chunks (indexes and heads included).
+    assert!(requests <= runs + files2.len() as u64, "{requests} requests for {runs} runs");
+    let index_bytes = files2.len() as u64 * 16 * 1024;
+    assert!(
+        wire as f64 <= 1.05 * (ideal + index_bytes) as f64 + 1024.0 * requests as f64,
+        "wire {wire}, new chunks {ideal}, full {full}"
+    );
+    assert!(wire < full / 2, "a delta update costs less than half the files: {wire} of {full}");
+    assert!(second["wire_bytes"].as_u64().unwrap() >= wire, "totals include metadata and every head");
+
+    // A third run has nothing to do.
+    let third = ok_json(&dir, &["update", "--model", &o.model, "--out", out.to_str().unwrap()]);
+    assert!(third["files"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_expired_warranty_is_not_entitled_and_logout_forgets_the_token() {
+    let o = origin();
+    let dir = o.tmp.path().join("client");
+    let root = o.tmp.path().join("1.root.json");
+    ok_json(&dir, &["init", "--repo", &format!("http://{}", o.addr), "--root", root.to_str().unwrap()]);
+    let out = fwget(&dir, &["--json", "login", "--serial", "S9"]);
+    assert_eq!(out.status.code(), Some(fwget::exit::NOT_ENTITLED), "{}", String::from_utf8_lossy(&out.stderr));
+    ok_json(&dir, &["login", "--serial", "S1"]);
+    assert!(dir.join("token.json").exists());
+    let v = ok_json(&dir, &["logout"]);
+    assert_eq!(v["logged_out"], true);
+    assert!(!dir.join("token.json").exists());
+    // Without a token the gated blobs are refused.
+    ok_json(&dir, &["refresh"]);
+    let target = format!("{}/{}", o.releases[0].id, o.releases[0].components[0].file);
+    let out = fwget(&dir, &["fetch", &target, "--out", o.tmp.path().join("o").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(fwget::exit::NOT_ENTITLED), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn unreachable_origin_is_a_network_failure() {
+    let o = origin();
+    let dir = o.tmp.path().join("client");
+    let root = o.tmp.path().join("1.root.json");
+    // A port nothing listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    ok_json(&dir, &["init", "--repo", &format!("http://127.0.0.1:{port}"), "--root", root.to_str().unwrap()]);
+    let out = fwget(&dir, &["refresh"]);
+    assert_eq!(out.status.code(), Some(fwget::exit::NETWORK), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Component name → installed version.
+type Inventory = Vec<(String, String)>;
+
+#[test]
+fn local_plans_agree_with_the_servers_plan() {
+    let o = origin();
+    let dir = init_client(&o, &format!("http://{}", o.addr));
+    ok_json(&dir, &["refresh"]);
+    let (r0, r1) = (&o.releases[0], &o.releases[1]);
+    let for_model = |r: &fwrepo_synth::Release| -> Vec<(String, String)> {
+        r.components
+            .iter()
+            .filter(|c| c.models.contains(&o.model))
+            .map(|c| (c.name.clone(), c.version.clone()))
+            .collect()
+    };
+    let (c0, c1) = (for_model(r0), for_model(r1));
+    let table: Vec<(Inventory, Option<&str>)> = vec![
+        (vec![], None),
+        (c0.clone(), None),
+        (c1.clone(), None),
+        (c1.clone(), Some(r0.id.as_str())),
+        (vec![(c0[0].0.clone(), "0.1".into()), ("Not A Component".into(), "1".into())], None),
+        (vec![(c1[0].0.clone(), "999.0".into())], Some(r1.id.as_str())),
+        (vec![(c1[0].0.clone(), format!("{}.0", c1[0].1))], None),
+    ];
+    let peer = fwrepo_fetch::Fetcher::new(
+        fwrepo_fetch::HttpTransport::new(&format!("http://{}", o.addr), &fwrepo_fetch::HttpOptions::default()).unwrap(),
+        fwrepo_fetch::FetchOptions::default(),
+    );
+    for (inv, release) in table {
+        let inventory: serde_json::Map<String, Value> =
+            inv.iter().map(|(n, v)| (n.clone(), Value::from(v.clone()))).collect();
+        let inv_path = o.tmp.path().join(format!("inv-{}.json", rand_suffix()));
+        std::fs::write(&inv_path, serde_json::to_vec(&inventory).unwrap()).unwrap();
+        let mut args = vec!["plan", "--model", &o.model, "--inventory", inv_path.to_str().unwrap()];
+        if let Some(r) = release {
+            args.extend(["--release", r]);
+        }
+        let local = ok_json(&dir, &args);
+        let mut body = serde_json::json!({ "model": o.model, "inventory": inventory });
+        if let Some(r) = release {
+            body["release"] = Value::from(r);
+        }
+        let (status, bytes) = o.rt.block_on(peer.post_json("/v1/catalog/plan", &body, 1 << 20)).unwrap();
+        assert_eq!(status, 200);
+        let server: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(local, server, "inventory {inv:?} release {release:?}");
+    }
+}
+
+/// A TCP proxy that forwards to `to`, at most `rate` bytes/s toward the client, counting them.
+fn throttled_proxy(rt: &tokio::runtime::Runtime, to: SocketAddr, rate: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else { return };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate)).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn kill_dash_nine_at_several_points_then_resume_verifies_and_costs_about_one_download() {
+    let o = origin();
+    let (proxy, received) = throttled_proxy(&o.rt, o.addr, 1_500_000);
+    let dir = init_client(&o, &format!("http://{proxy}"));
+    ok_json(&dir, &["refresh"]);
+    let out = o.tmp.path().join("out");
+    let target_release = &o.releases[0].id;
+    let start = received.load(Ordering::Relaxed);
+    let mut killed = 0;
+    for ms in [400u64, 900, 1500] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fwget"))
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--quiet", "update", "--model", &o.model, "--release", target_release, "--out"])
+            .arg(&out)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        if child.try_wait().unwrap().is_none() {
+            // SIGKILL: no chance to clean up.
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        // Whatever is under a final name verifies: it equals a component of the release.
+        for e in std::fs::read_dir(&out).into_iter().flatten() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".fwget-") {
+                continue;
+            }
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert!(o.releases[0].components.iter().any(|c| c.data == bytes), "{name} unverified under its final name");
+        }
+    }
+    assert!(killed >= 1, "the throttle is slow enough to kill a download");
+    let last =
+        ok_json(&dir, &["update", "--model", &o.model, "--release", target_release, "--out", out.to_str().unwrap()]);
+    let total = received.load(Ordering::Relaxed) - start;
+    let mut want = 0u64;
+    for c in o.releases[0].components.iter().filter(|c| c.models.contains(&o.model)) {
+        let bytes = std::fs::read(out.join(&c.file)).unwrap_or_else(|e| {
+            let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+            panic!("{}: {e}; out holds {names:?}; last run {last}", c.file)
+        });
+        assert_eq!(bytes, c.data, "{} verifies", c.file);
+        want += c.data.len() as u64;
+    }
+    assert!(last["files"].as_array().is_some());
+    // Every run re-reads metadata and chunk indexes and loses at most the chunks in flight.
+    assert!(
+        total as f64 <= want as f64 * 1.25 + 200_000.0,
+        "{total} bytes through the proxy for {want} bytes of files"
+    );
+}
