@@ -29,6 +29,7 @@ mod error;
 mod export;
 pub mod keys;
 pub mod manifest;
+mod mirror;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ pub use error::{Error, Result};
 pub use export::ExportReport;
 pub use keys::{Keyring, Role};
 pub use manifest::{Manifest, ManifestComponent};
+pub use mirror::releases_from_targets;
 
 /// Consistent-snapshot file name → signed metadata bytes.
 pub const CF_METADATA: &str = "repo.metadata";

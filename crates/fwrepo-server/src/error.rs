@@ -84,6 +84,11 @@ pub enum ApiError {
     /// `If-Match` names no current representation: 412.
     PreconditionFailed,
     NotFound,
+    /// A mirror asked for firmware it does not carry: 404 saying so, so the client tries the
+    /// next mirror or the origin.
+    NotCarried,
+    /// A mirror asked for a token: 404 naming the origin that issues them.
+    MirrorNoTokens(String),
     MethodNotAllowed(&'static str),
     BadRequest(String),
     PayloadTooLarge,
@@ -110,7 +115,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotCarried | ApiError::MirrorNoTokens(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -133,6 +138,14 @@ impl ApiError {
             ApiError::RequestTimeout => ("request_timeout", Some("request body not received in time".into())),
             ApiError::PreconditionFailed => ("precondition_failed", None),
             ApiError::NotFound => ("not_found", None),
+            ApiError::NotCarried => (
+                "not_carried",
+                Some("this mirror does not carry this firmware; try another mirror or the origin".into()),
+            ),
+            ApiError::MirrorNoTokens(origin) => (
+                "mirror_no_tokens",
+                Some(format!("this server is a mirror and issues no tokens; request them from {origin}/v1/tokens")),
+            ),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", None),
             ApiError::BadRequest(reason) => ("bad_request", Some(reason.clone())),
             ApiError::PayloadTooLarge => ("payload_too_large", None),

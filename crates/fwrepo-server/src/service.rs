@@ -188,7 +188,13 @@ where
                     None => (StatusCode::OK, "ready\n".to_owned()),
                     Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 },
-                _ => (StatusCode::OK, state.metrics().render()),
+                _ => {
+                    let mut text = state.metrics().render();
+                    if let Some(m) = state.mirror() {
+                        m.render(&mut text);
+                    }
+                    (StatusCode::OK, text)
+                }
             };
             let ct = if route == Route::Metrics { "text/plain; version=0.0.4" } else { "text/plain" };
             let mut resp = bytes_response(Bytes::from(text), ct, head);
@@ -198,6 +204,12 @@ where
         }
         _ => (Route::Other, Err(ApiError::NotFound)),
     }
+}
+
+/// The answer for a blob the catalog names but the store does not hold: on a mirror, firmware
+/// it does not carry.
+fn not_held(state: &ServerState) -> ApiError {
+    if state.mirror().is_some() { ApiError::NotCarried } else { ApiError::NotFound }
 }
 
 /// Percent-decodes a path segment; `None` when it is not UTF-8.
@@ -233,6 +245,16 @@ fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>,
 /// lacked when the facts were cached.
 fn authorize(state: &ServerState, claims: &Claims, blob: Option<Digest>) -> Result<(Digest, Arc<BlobFacts>), ApiError> {
     let facts = state.blob_facts(&blob.unwrap_or(NO_BLOB))?;
+    // A current `auth/*` target (the auth documents a mirror syncs) is named by no release;
+    // it is for mirror tokens, fetched by its BLAKE3 id, which only signed metadata tells.
+    // Any other stored blob no release names stays out of reach.
+    if facts.models.is_empty()
+        && claims.scope == Scope::Mirror
+        && let Some(b) = blob
+        && let Some(f) = state.auth_blob_facts(&b)?
+    {
+        return Ok((b, f));
+    }
     if let Err(r) = claims.authorize(Scope::Download, &facts.models) {
         state.metrics().auth_failure(Some(r));
         return Err(ApiError::Forbidden);
@@ -285,7 +307,7 @@ fn gated_download(
 ) -> Result<Response<Body>, ApiError> {
     ctx.audit = Some(audit_record(ctx.client, &claims, blob, path.to_owned()));
     let (blob, facts) = authorize(state, &claims, blob)?;
-    let len = facts.len.ok_or(ApiError::NotFound)?;
+    let len = facts.len.ok_or_else(|| not_held(state))?;
     serve_blob(state, parts, &blob, &facts, len)
 }
 
@@ -299,7 +321,7 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
     ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
-        return Err(ApiError::NotFound);
+        return Err(not_held(state));
     }
     let index = state.store().chunk_index(&blob)?;
     let etag = format!("\"{}\"", index.id().to_hex());
@@ -572,6 +594,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if let Some(m) = state.mirror() {
+        return Err(ApiError::MirrorNoTokens(m.origin.clone()));
+    }
     let Some((issuer, records)) = state.issuance() else { return Err(ApiError::NotFound) };
     // Before the body is read: a refused client costs no parsing and no lookup.
     state.token_limits.check_client(client).map_err(|l| rate_limited(state, client, l))?;

@@ -15,7 +15,7 @@
 //! successful refresh is older than `revocation_max_age_s`, until a refresh succeeds; public
 //! metadata keeps being served, and `/readyz` says why the server is not ready.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,7 @@ use crate::config::{ServerConfig, TokenRequire};
 use crate::error::{ApiError, Error};
 use crate::limit::TokenLimits;
 use crate::metrics::Metrics;
+use crate::mirror::{MirrorMode, MirrorStatus};
 
 /// Where signed TUF metadata comes from. `name` is a bare file name such as `timestamp.json`
 /// or `3.root.json` (already checked: no `/`, no leading `.`); `None` means "no such file".
@@ -119,6 +120,10 @@ pub struct ServerState {
     /// BLAKE3 of the requested name → the blob it resolves to, if any.
     targets: Mutex<HashMap<Digest, Option<Digest>>>,
     ready: AtomicBool,
+    mirror: Option<MirrorMode>,
+    /// The blobs of the current `auth/*` targets of the signed metadata: the only blobs no
+    /// release names that a `mirror` token may fetch.
+    auth_blobs: RwLock<Arc<HashSet<Digest>>>,
     /// Set once a refresher runs: from then on revocation data has an age limit.
     refreshed: AtomicBool,
     revocation_max_age: Duration,
@@ -162,6 +167,8 @@ impl ServerState {
             blobs: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
+            mirror: None,
+            auth_blobs: RwLock::new(Arc::new(HashSet::new())),
             refreshed: AtomicBool::new(false),
             revocation_max_age: config.revocation_max_age(),
             refresh_interval: config.refresh_interval(),
@@ -182,6 +189,25 @@ impl ServerState {
         let backing = self.backing.get_mut().unwrap_or_else(|p| p.into_inner());
         *backing = Arc::new(Backing { records: entitlements, ..Backing::over(Arc::clone(&backing.store)) });
         self
+    }
+
+    /// Mirror mode: `POST /v1/tokens` answers 404 naming `origin`, firmware the catalog lists
+    /// but the store lacks answers 404 "not carried", `/metrics` reports the sync and
+    /// `/readyz` fails once the served timestamp metadata has expired.
+    pub fn with_mirror(mut self, origin: impl Into<String>) -> ServerState {
+        self.mirror = Some(MirrorMode::new(origin.into()));
+        self
+    }
+
+    /// Records the mirror's latest sync status (mirror mode only).
+    pub fn set_mirror_status(&self, status: MirrorStatus) {
+        if let Some(m) = &self.mirror {
+            *m.status.write().unwrap_or_else(|p| p.into_inner()) = status;
+        }
+    }
+
+    pub(crate) fn mirror(&self) -> Option<&MirrorMode> {
+        self.mirror.as_ref()
     }
 
     /// Replaces the token verifier (new issuer keys or revocations); the next request uses it.
@@ -262,10 +288,14 @@ impl ServerState {
         self.not_ready_reason().is_none()
     }
 
-    /// Why `/readyz` does not answer 200: shutting down, or revocation data too old.
+    /// Why `/readyz` does not answer 200: shutting down, a mirror's timestamp metadata expired
+    /// (clients would refuse it), or revocation data too old.
     pub fn not_ready_reason(&self) -> Option<String> {
         if !self.ready.load(Ordering::Relaxed) {
             return Some("shutting down".to_owned());
+        }
+        if self.mirror.as_ref().is_some_and(|m| m.expired(fwrepo_entitle::UnixTime::now().0)) {
+            return Some("timestamp metadata expired".to_owned());
         }
         self.stale_revocations().map(|age| {
             format!(
@@ -380,6 +410,40 @@ impl ServerState {
     pub(crate) fn blob_facts_uncached(&self, blob: &Digest) -> Result<Arc<BlobFacts>, ApiError> {
         self.blobs.lock().unwrap_or_else(|p| p.into_inner()).remove(blob);
         self.blob_facts(blob)
+    }
+
+    /// Replaces the set of blobs the current `auth/*` targets of the signed metadata name
+    /// (set it whenever the metadata may have changed: at start and on each refresh). A
+    /// `mirror` token may fetch these by id although no release names them; no other blob
+    /// outside the releases.
+    pub fn set_auth_blobs(&self, blobs: HashSet<Digest>) {
+        *self.auth_blobs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blobs);
+    }
+
+    /// Whether `blob` is the blob of a current `auth/*` target.
+    fn is_auth_blob(&self, blob: &Digest) -> bool {
+        self.auth_blobs.read().unwrap_or_else(|p| p.into_inner()).contains(blob)
+    }
+
+    /// Facts about the blob of a current `auth/*` target, or `None` when `blob` is not one
+    /// (any other stored blob no release names: left by a refused publish, an old auth
+    /// document) or the store does not hold it.
+    pub(crate) fn auth_blob_facts(&self, blob: &Digest) -> Result<Option<Arc<BlobFacts>>, ApiError> {
+        if !self.is_auth_blob(blob) {
+            return Ok(None);
+        }
+        let len = match self.store().blob_info(blob) {
+            Ok(info) => info.len,
+            Err(fwrepo_store::Error::UnknownBlob { .. }) => return Ok(None),
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+        let etag = format!("\"{}\"", blob.to_hex());
+        Ok(Some(Arc::new(BlobFacts {
+            models: Vec::new(),
+            len: Some(len),
+            etag_header: HeaderValue::from_str(&etag).expect("hex is a valid header"),
+            etag,
+        })))
     }
 
     /// The blob published under consistent-snapshot name `DIR/<sha256>.<name>`, or `None`

@@ -9,6 +9,7 @@
 //! ignored, since a client hanging up must never kill the server, and does not need its stdout.
 
 mod entitle_cmd;
+mod mirror_cmd;
 mod repo_cmd;
 mod serve_cmd;
 mod store_cmd;
@@ -63,6 +64,9 @@ enum Command {
     /// Root key operations (need the offline root keys).
     #[command(subcommand)]
     Root(repo_cmd::RootCommand),
+    /// A partner mirror: init a mirror data dir, sync it from its upstream, show its status.
+    #[command(subcommand)]
+    Mirror(mirror_cmd::MirrorCommand),
 }
 
 #[derive(Subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Token(c) => entitle_cmd::token(c),
         Command::Auth(c) => entitle_cmd::auth(c),
         Command::Serve(a) => serve_cmd::serve(a),
+        Command::Mirror(c) => mirror_cmd::mirror(c),
         Command::Keys(KeysCommand::RotateIssuer { keys, data }) => entitle_cmd::rotate_issuer(&keys, data.as_deref()),
     };
     match result {

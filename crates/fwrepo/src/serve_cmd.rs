@@ -5,9 +5,11 @@
 //! starve the refresh that brings in revocations (which would otherwise fail, and fail
 //! closed: see `fwrepo_server::ServerState`).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -52,6 +54,13 @@ pub struct ServeArgs {
     /// overrides `refresh_interval_s` of the config file (default 5).
     #[arg(long, value_name = "SECS")]
     refresh_secs: Option<u64>,
+    /// Serve a mirror data dir (`fwrepo mirror init`): tokens verified offline against the
+    /// synced auth documents, no token issuance, and a background sync.
+    #[arg(long, conflicts_with = "keys")]
+    mirror: bool,
+    /// With --mirror: time between syncs (`300s`, `5m`, `1h`); backoff with jitter after failures.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = crate::mirror_cmd::parse_duration)]
+    sync_interval: Duration,
 }
 
 /// Signed metadata straight from the data dir's index (of the store the server reads now).
@@ -117,13 +126,59 @@ struct VerifierSettings {
     audience: String,
     issuer: String,
     max_lifetime_s: i64,
+    /// A mirror has no records of its own: revocations come from the synced signed document.
+    mirror: bool,
 }
 
 fn verifier(v: &VerifierSettings, store: &Arc<Store>, records: &Entitlements) -> Result<Verifier> {
-    let revocations: Revocations = records.revocations()?;
+    let revocations: Revocations = if v.mirror {
+        match published_target(store, crate::entitle_cmd::REVOCATIONS_TARGET)? {
+            Some(bytes) => Revocations::from_json(&bytes)?,
+            None => Revocations::new(),
+        }
+    } else {
+        records.revocations()?
+    };
     Ok(Verifier::new(verifying_keys(&v.keys, store)?, revocations, v.audience.clone())
         .with_issuer(v.issuer.clone())
         .with_max_lifetime(v.max_lifetime_s))
+}
+
+/// The blobs of the current `auth/*` targets: the only blobs outside the releases a mirror
+/// token may fetch. Empty when the data dir has no signed metadata.
+fn auth_blobs(store: &Arc<Store>) -> Result<HashSet<fwrepo_store::Digest>> {
+    let repo = fwrepo_repo::Repo::over(store.clone());
+    if !repo.has_metadata()? {
+        return Ok(HashSet::new());
+    }
+    let mut blobs = HashSet::new();
+    for (path, t) in repo.targets()? {
+        if !path.as_str().starts_with("auth/") {
+            continue;
+        }
+        let id =
+            t.custom.as_ref().and_then(|c| c["blake3"].as_str()).with_context(|| format!("{path} has no blake3 id"))?;
+        blobs.insert(id.parse()?);
+    }
+    Ok(blobs)
+}
+
+/// One reload of what the signed metadata and records say: the auth-document blobs (emptied
+/// on failure, so a mirror token is refused rather than served from stale facts), on a mirror
+/// its sync status, and the verifier.
+fn reload_round(v: &VerifierSettings, state: &ServerState) -> Result<Verifier> {
+    let store = state.store();
+    if v.mirror {
+        crate::mirror_cmd::report_status(state, &store);
+    }
+    match auth_blobs(&store) {
+        Ok(b) => state.set_auth_blobs(b),
+        Err(e) => {
+            state.set_auth_blobs(HashSet::new());
+            return Err(e.context("reading the auth targets"));
+        }
+    }
+    verifier(v, &store, &state.entitlements())
 }
 
 pub fn serve(a: ServeArgs) -> Result<Outcome> {
@@ -149,7 +204,15 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         bail!("--threads must be at least 1");
     }
     let fds = raise_fd_limit();
-    let opts = OpenOptions { read_only: true, extra_column_families: server_families() };
+    let mut families = server_families();
+    let mirror = match a.mirror {
+        true => {
+            families.extend(fwrepo_mirror::COLUMN_FAMILIES);
+            Some(fwrepo_mirror::MirrorConfig::load(&a.data.data)?)
+        }
+        false => None,
+    };
+    let opts = OpenOptions { read_only: true, extra_column_families: families };
     let store = Arc::new(Store::open_with(&a.data.data, &opts)?);
     let records = Entitlements::new(store.db().clone());
     let ring = a.keys.as_deref().map(load_keyring).transpose()?;
@@ -161,6 +224,7 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         audience: a.audience.clone(),
         issuer: a.issuer.clone(),
         max_lifetime_s: config.token_max_lifetime_s,
+        mirror: a.mirror,
     };
     let initial = verifier(&settings, &store, &records)?;
     let metadata: Arc<dyn MetadataSource> = Arc::new(RepoMetadata(RwLock::new(store.clone())));
@@ -169,6 +233,11 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         let issuer = Issuer::new(IssuerConfig::new(a.issuer.clone(), a.audience.clone()), ring)?;
         state = state.with_issuer(issuer, Entitlements::new(store.db().clone()));
     }
+    if let Some(m) = &mirror {
+        state = state.with_mirror(m.token_url.trim_end_matches('/'));
+        crate::mirror_cmd::report_status(&state, &store);
+    }
+    state.set_auth_blobs(auth_blobs(&store)?);
     let state = Arc::new(state);
     drop(store);
     let cap = connection_cap(config.max_connections, fds.soft, open_descriptors())?;
@@ -183,6 +252,7 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         rt.worker_threads(n);
     }
     let rt = rt.enable_all().build().context("starting the async runtime")?;
+    let (data_dir, sync_interval) = (a.data.data.clone(), a.sync_interval);
     rt.block_on(async {
         let every = config.refresh_interval();
         let bound = fwrepo_server::bind(config).await?;
@@ -196,11 +266,16 @@ pub fn serve(a: ServeArgs) -> Result<Outcome> {
         }
         drop(out);
         eprintln!("fwrepo: {limits}");
-        // Pick up releases, records and revocations the writer committed since.
-        let reload = move |s: &ServerState| verifier(&settings, &s.store(), &s.entitlements());
+        // Pick up releases, records, revocations (on a mirror: the synced signed documents)
+        // and the auth targets the writer committed since; on a mirror, report the sync.
+        let reload = move |s: &ServerState| reload_round(&settings, s);
         let refresher = tokio::spawn(state.clone().refresh_every(every, reload));
+        let syncer = mirror.is_some().then(|| tokio::spawn(crate::mirror_cmd::sync_loop(data_dir, sync_interval)));
         bound.run(state, shutdown_signal()).await?;
         refresher.abort();
+        if let Some(s) = syncer {
+            s.abort();
+        }
         anyhow::Ok(())
     })?;
     Ok(Outcome::Ok)

@@ -1,10 +1,12 @@
 //! The auth matrix: who gets 401, 403, 404 or the bytes, and that an unknown blob looks
 //! exactly like a blob the caller may not see.
 
-use fwrepo_entitle::{Jti, Revocations, UnixTime};
+use std::collections::HashSet;
+
+use fwrepo_entitle::{Jti, ModelSet, Revocations, Scope, Subject, UnixTime};
 use http::StatusCode;
 
-use crate::support::{DL360, DL380, Fixture, bearer, token, token_at, verifier};
+use crate::support::{DL360, DL380, Fixture, bearer, ingest, issuer, token, token_at, verifier};
 
 fn facts_lookups(fx: &Fixture) -> (u64, u64) {
     (fx.metric("fwrepo_blob_facts_total{cache=\"hit\"}"), fx.metric("fwrepo_blob_facts_total{cache=\"miss\"}"))
@@ -205,4 +207,40 @@ fn huge_paths_do_not_push_downloads_out_of_the_audit_log() {
     assert_eq!(by_name.status, StatusCode::FORBIDDEN);
     let last = fx.audit_lines().pop().unwrap();
     assert_eq!(last["path"], "/targets/firmware/résumé.bin");
+}
+
+/// The attack: a partner's `mirror` token asks the origin, by BLAKE3 id, for a stored blob no
+/// release names that is not a current auth document (left by a refused publish, or an auth
+/// document the metadata has since replaced). Outside the releases, a mirror token gets only
+/// the blobs of the current `auth/*` targets.
+#[test]
+fn mirror_token_cannot_fetch_unlisted_blobs_other_than_auth_documents() {
+    let fx = Fixture::new();
+    let store = fx.state.store();
+    let current = ingest(&store, br#"{"revoked":[]}"#.to_vec(), "auth/revocations.json");
+    let old = ingest(&store, br#"{"revoked":["jti-1"]}"#.to_vec(), "auth/revocations.json");
+    let mut rng = fwrepo_synth::Rng::new(7);
+    let stray = ingest(&store, fwrepo_synth::firmware_image(&mut rng, 20_000), "firmware/refused.bin");
+    fx.state.set_auth_blobs(HashSet::from([current.id]));
+    fx.state.refresh().unwrap();
+
+    let partner = "partner:acme".parse::<Subject>().unwrap();
+    let models = ModelSet::parse_list(DL380).unwrap();
+    let mirror = issuer().mint(partner, Scope::Mirror, models, None, UnixTime::now()).unwrap().token;
+    let got = fx.get(&current.url(), &[bearer(&mirror)]);
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, current.bytes);
+    assert_eq!(fx.get(&format!("{}/chunks", current.url()), &[bearer(&mirror)]).status, StatusCode::OK);
+    for blob in [&old, &stray] {
+        assert_eq!(fx.get(&blob.url(), &[bearer(&mirror)]).status, StatusCode::FORBIDDEN, "{}", blob.target);
+        let chunks = fx.get(&format!("{}/chunks", blob.url()), &[bearer(&mirror)]);
+        assert_eq!(chunks.status, StatusCode::FORBIDDEN, "{}", blob.target);
+    }
+    // A customer token gets no auth document.
+    assert_eq!(fx.get(&current.url(), &[bearer(&token(DL380))]).status, StatusCode::FORBIDDEN);
+
+    // The metadata moves on to another document: the one it replaced is out of reach at once.
+    fx.state.set_auth_blobs(HashSet::from([old.id]));
+    assert_eq!(fx.get(&current.url(), &[bearer(&mirror)]).status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.get(&old.url(), &[bearer(&mirror)]).status, StatusCode::OK);
 }

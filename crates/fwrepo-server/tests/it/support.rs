@@ -119,7 +119,7 @@ fn component(name: &str, blob: &Blob, models: &[&str]) -> Component {
     }
 }
 
-fn ingest(store: &Store, bytes: Vec<u8>, target: &str) -> Blob {
+pub fn ingest(store: &Store, bytes: Vec<u8>, target: &str) -> Blob {
     let report = store.ingest_reader(std::io::Cursor::new(bytes.clone()), target).unwrap();
     Blob { id: report.blob, bytes: Bytes::from(bytes), sha256: report.sha256, target: target.to_owned() }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod entitle;
+mod mirror;
 mod repo;
 mod serve;
 

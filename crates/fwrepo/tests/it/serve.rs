@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::{assert_one_line_error, bin, fwrepo};
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Server {
@@ -35,7 +35,7 @@ fn start(data: &str, keys: &str) -> Server {
 }
 
 /// One HTTP/1.1 exchange: (status, headers lower-cased, body).
-fn http(
+pub(crate) fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -64,7 +64,7 @@ fn http(
     (status, headers, raw[split + 4..].to_vec())
 }
 
-fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 

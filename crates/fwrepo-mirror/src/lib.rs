@@ -1,0 +1,140 @@
+//! fwrepo-mirror: a partner mirror's sync. A mirror data dir is an fwrepo store whose signed
+//! metadata, catalog and auth documents come from an upstream (the origin or another mirror)
+//! through the fetch engine, verified from a pinned root:
+//!
+//! - [`config`]: `DIR/mirror.toml` (upstream, token service, credential file, models) and the
+//!   pinned version-1 root `DIR/mirror-root.json`.
+//! - [`Mirror::sync`]: token exchange (scope `mirror`), TUF refresh, the chunks the store
+//!   lacks for every target in scope (coalesced ranges, each chunk verified and stored
+//!   durably), blob assembly (length, BLAKE3, signed SHA-256), then **one** durable batch with
+//!   the metadata as served, the catalog rebuilt from signed targets, the timestamp ETag and
+//!   the status ([`fwrepo_repo::Repo::stage_mirror_switch`]). Until that batch the previous
+//!   complete state is what is served; a crash anywhere before it loses nothing but the
+//!   chunks in flight.
+//! - [`state`]: the sync status `fwrepo mirror status`, `/metrics` and `/readyz` read.
+
+pub mod config;
+mod error;
+pub mod state;
+mod sync;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fwrepo_store::{InitOptions, OpenOptions, Store};
+
+pub use config::{MirrorConfig, check_root, read_credential};
+pub use error::{Error, Result};
+pub use state::{COLUMN_FAMILIES, SyncStatus, read_status};
+pub use sync::{SyncOptions, SyncReport};
+
+use error::IoContext;
+
+/// The wall clock, as chrono sees it.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from(std::time::SystemTime::now())
+}
+
+/// An open mirror data dir, as its writer.
+pub struct Mirror {
+    dir: PathBuf,
+    store: Arc<Store>,
+    config: MirrorConfig,
+    root: Vec<u8>,
+}
+
+/// Every column family a mirror's index has: the repository's (metadata, catalog), this
+/// crate's, and `extra` (the server's entitlement families, so a server can open it).
+fn families(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut cfs = fwrepo_repo::column_families();
+    cfs.extend_from_slice(COLUMN_FAMILIES);
+    for f in extra {
+        if !cfs.contains(f) {
+            cfs.push(f);
+        }
+    }
+    cfs
+}
+
+impl Mirror {
+    /// Creates a mirror data dir: a new store, the pinned root (checked: a version-1 root
+    /// signed by its own keys), `mirror.toml` (the credential file checked: readable, 0600).
+    pub fn init(dir: &Path, config: &MirrorConfig, root: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        let bytes = std::fs::read(root).at(root)?;
+        check_root(root, &bytes)?;
+        config.validate(&dir.join(config::CONFIG_FILE))?;
+        config.credential()?;
+        if dir.join(config::CONFIG_FILE).exists() {
+            return Err(Error::DataDir { path: dir.to_owned(), reason: "is a mirror already".into() });
+        }
+        Store::init(dir, &InitOptions::default())?;
+        {
+            let opts = OpenOptions { read_only: false, extra_column_families: families(extra) };
+            drop(Store::open_with(dir, &opts)?);
+        }
+        config::write_durably(&dir.join(config::ROOT_FILE), &bytes)?;
+        // mirror.toml last: until it exists the directory is not a mirror.
+        config.save(dir)?;
+        Mirror::open(dir, extra)
+    }
+
+    /// Opens the mirror data dir `dir` as its writer.
+    pub fn open(dir: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        let config = MirrorConfig::load(dir)?;
+        let root_path = dir.join(config::ROOT_FILE);
+        let root = std::fs::read(&root_path).at(&root_path)?;
+        let opts = OpenOptions { read_only: false, extra_column_families: families(extra) };
+        let store = Arc::new(Store::open_with(dir, &opts)?);
+        Ok(Mirror { dir: dir.to_owned(), store, config, root })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &MirrorConfig {
+        &self.config
+    }
+
+    /// The pinned version-1 root.
+    pub fn pinned_root(&self) -> &[u8] {
+        &self.root
+    }
+
+    /// The recorded sync status.
+    pub fn status(&self) -> Result<SyncStatus> {
+        Ok(read_status(self.store.db())?.unwrap_or_default())
+    }
+
+    /// Targets of the served metadata whose blob the store lacks (none, after a switch).
+    pub fn missing(&self) -> Result<Vec<String>> {
+        let repo = fwrepo_repo::Repo::over(self.store.clone());
+        if !repo.has_metadata()? {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let scope = self.status()?.scope;
+        for (path, t) in repo.targets()? {
+            let Some(blob) = t.custom.as_ref().and_then(|c| c.get("blake3")).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let models: Vec<String> = t
+                .custom
+                .as_ref()
+                .and_then(|c| c.pointer("/component/models"))
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .unwrap_or_default();
+            let in_scope =
+                if models.is_empty() { path.as_str().starts_with("auth/") } else { sync::covers(&scope, &models) };
+            let Ok(blob) = blob.parse::<fwrepo_store::Digest>() else { continue };
+            if in_scope && matches!(self.store.blob_info(&blob), Err(fwrepo_store::Error::UnknownBlob { .. })) {
+                out.push(path.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
