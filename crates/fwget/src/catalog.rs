@@ -9,6 +9,8 @@ use fwrepo_tuf::{FwCustom, TargetInfo};
 use fwrepo_version::Version;
 use serde::Serialize;
 
+pub use fwrepo_version::Action;
+
 use crate::error::{Error, Result};
 
 /// One signed firmware target with its parsed `custom`.
@@ -105,14 +107,7 @@ impl Catalog {
         for i in comps {
             let e = &self.entries[i];
             let from = inventory.get(&e.custom.component.name).cloned();
-            let action = match &from {
-                None => Action::Install,
-                Some(installed) => match e.version.cmp(installed) {
-                    Ordering::Greater => Action::Upgrade,
-                    Ordering::Equal => Action::UpToDate,
-                    Ordering::Less => Action::InstalledNewer,
-                },
-            };
+            let action = Action::decide(from.as_ref(), &e.version);
             match action {
                 Action::Install => totals.install += 1,
                 Action::Upgrade => totals.upgrade += 1,
@@ -147,22 +142,6 @@ impl Catalog {
             not_in_release,
             totals,
         })
-    }
-}
-
-/// What to do about one component (the server's `Action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Install,
-    Upgrade,
-    UpToDate,
-    InstalledNewer,
-}
-
-impl Action {
-    pub fn downloads(self) -> bool {
-        matches!(self, Action::Install | Action::Upgrade)
     }
 }
 

@@ -29,27 +29,7 @@ pub struct PlanRequest {
     pub release: Option<ReleaseId>,
 }
 
-/// What to do about one component.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Not installed: download and install.
-    Install,
-    /// Installed at an older version: download and install.
-    Upgrade,
-    /// Installed at the release's version: nothing to do.
-    UpToDate,
-    /// Installed at a newer version than the release's: nothing to do, and worth reporting,
-    /// since installing this release's version would be a downgrade.
-    InstalledNewer,
-}
-
-impl Action {
-    /// Whether the component has to be downloaded.
-    pub fn downloads(self) -> bool {
-        matches!(self, Action::Install | Action::Upgrade)
-    }
-}
+pub use fwrepo_version::Action;
 
 /// One component of the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,14 +115,7 @@ impl Catalog {
         let mut items = Vec::with_capacity(components.len());
         for c in components {
             let from = request.inventory.get(&c.name).cloned();
-            let action = match &from {
-                None => Action::Install,
-                Some(installed) => match c.version.cmp(installed) {
-                    std::cmp::Ordering::Greater => Action::Upgrade,
-                    std::cmp::Ordering::Equal => Action::UpToDate,
-                    std::cmp::Ordering::Less => Action::InstalledNewer,
-                },
-            };
+            let action = Action::decide(from.as_ref(), &c.version);
             match action {
                 Action::Install => totals.install += 1,
                 Action::Upgrade => totals.upgrade += 1,

@@ -245,3 +245,38 @@ mod tests {
         assert_eq!(got, [Segment::Number(""), Segment::Number(""), Segment::Word("x")]);
     }
 }
+
+/// What a plan does about one component: the one rule the server's `POST /v1/catalog/plan` and
+/// `fwget plan` share, so the two can never disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Not installed: download and install.
+    Install,
+    /// Installed at an older version: download and install.
+    Upgrade,
+    /// Installed at the release's version: nothing to do.
+    UpToDate,
+    /// Installed at a newer version than the release's: nothing to do, and worth reporting,
+    /// since installing this release's version would be a downgrade.
+    InstalledNewer,
+}
+
+impl Action {
+    /// The action for a component the release offers at `offered`, installed at `installed`.
+    pub fn decide(installed: Option<&Version>, offered: &Version) -> Action {
+        match installed {
+            None => Action::Install,
+            Some(installed) => match offered.cmp(installed) {
+                Ordering::Greater => Action::Upgrade,
+                Ordering::Equal => Action::UpToDate,
+                Ordering::Less => Action::InstalledNewer,
+            },
+        }
+    }
+
+    /// Whether the component has to be downloaded.
+    pub fn downloads(self) -> bool {
+        matches!(self, Action::Install | Action::Upgrade)
+    }
+}
