@@ -16,4 +16,6 @@ pub enum Error {
     IndexSum { sum: u64, blob_len: u64 },
     #[error("chunk index entry {index} has length 0")]
     IndexEmptyChunk { index: usize },
+    #[error("chunk delta: {reason}")]
+    Delta { reason: String },
 }

@@ -8,9 +8,12 @@
 //! - [`Digest`]: a BLAKE3-256 id of a chunk or a blob, parsed only from canonical hex.
 //! - [`ChunkIndex`]: a blob's chunk list in the binary form whose BLAKE3 is its signed
 //!   `chunk_index` id.
+//! - [`delta`]: the frames of a chunk-pair delta reply (a chunk compressed against a base chunk
+//!   the caller holds) and their bounded decoder.
 
 pub mod chunk_index;
 pub mod chunker;
+pub mod delta;
 pub mod digest;
 mod error;
 
