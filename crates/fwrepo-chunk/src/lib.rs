@@ -8,9 +8,11 @@
 //! - [`Digest`]: a BLAKE3-256 id of a chunk or a blob, parsed only from canonical hex.
 //! - [`ChunkIndex`]: a blob's chunk list in the binary form whose BLAKE3 is its signed
 //!   `chunk_index` id.
+//! - [`bases`]: which chunk of a seed a missing target chunk is encoded against.
 //! - [`delta`]: the frames of a chunk-pair delta reply (a chunk compressed against a base chunk
 //!   the caller holds) and their bounded decoder.
 
+pub mod bases;
 pub mod chunk_index;
 pub mod chunker;
 pub mod delta;
