@@ -22,7 +22,7 @@ const SECONDS: u32 = 10;
 
 /// Stops the child when dropped, so no run leaves a server behind: SIGTERM first (nginx's
 /// master then takes its worker down with it), SIGKILL if it lingers.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -3,6 +3,7 @@
 //! Everything builds in the release profile: RocksDB is compiled from source and takes most of
 //! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
 
+mod bench_mirror;
 mod bench_serve;
 mod dedup;
 mod demo;
@@ -21,13 +22,16 @@ commands:
                    python3-venv, curl) if missing, in one apt-get call
   setup --check    print each requirement and whether it is met; exit 1 if one is not
   test             setup, then rustfmt check, clippy (warnings denied) and every test
-  demo             build fwrepo and walk through storing and reading firmware
+  demo             build fwrepo and fwget and walk through publishing, serving, a partner mirror
+                   and a client update
   bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
   bench serve      fwrepo against nginx on the same bytes (installs nginx, wrk; needs 2 cores)
   bench tokens     token verifications per second on one core, uncached and cached
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
+  bench mirror     mirror sync of the synthetic series: MB/s, wire against the chunks it lacked,
+                   against rsync (installs rsync; needs `cargo xtask testdata`)
   interop          only the python-tuf interop step of `test`
   fuzz [SECONDS]    run each fuzz target under fuzz/ for SECONDS (default 30); installs
                    cargo-fuzz if missing
@@ -76,6 +80,10 @@ fn run() -> Result<()> {
         ["bench", "publish", rest @ ..] => {
             setup::setup()?;
             cargo(&["run", "--release", "-p", "fwrepo-repo", "--example", "bench-publish", "--"], rest)
+        }
+        ["bench", "mirror"] => {
+            setup::setup()?;
+            bench_mirror::run()
         }
         ["interop"] => interop::run_interop(),
         ["fuzz", rest @ ..] => fuzz(rest),

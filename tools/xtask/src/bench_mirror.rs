@@ -1,0 +1,474 @@
+//! `cargo xtask bench mirror`: a partner mirror's sync on loopback against the bytes it truly
+//! lacked, against `fwrepo ingest` of the same bytes, and against rsync over the origin's export.
+//!
+//! One origin (`fwrepo serve --keys`) and one mirror data dir (`fwrepo mirror init | sync`) on
+//! this machine, with the synthetic SPP series of `cargo xtask testdata`: the first release is
+//! synced into an empty mirror (MB/s, beside `fwrepo ingest` of the same files), then each
+//! further release is published and synced. The ideal of a sync is computed here, not taken
+//! from the sync's report: every release is exported (`fwrepo export`), the target files new in
+//! an export are chunked with the repository's chunker sizes, and the chunks no earlier export
+//! held are what the mirror truly lacked; the metadata files new or changed in the export are
+//! the metadata it must fetch. Then the same updates go through rsync (`-a --fuzzy --stats`)
+//! from a loopback `rsync --daemon` over the exports into a copy that holds the previous one,
+//! and once more with the previous release's files placed where --fuzzy looks for a basis.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fwrepo_chunk::{Chunker, ChunkerParams, Digest};
+use serde_json::Value;
+
+use crate::bench_serve::{Guard, free_port};
+use crate::dedup::files_under;
+use crate::demo::{http, spawn_server};
+use crate::{apt_install, cargo, root, run_capture, target_dir};
+
+const PARTNER_SECRET: &str = "bench-mirror-partner-credential";
+/// Bytes of a chunk index: magic, blob length, count, then 36 bytes per chunk.
+const INDEX_HEADER: u64 = 20;
+const INDEX_ENTRY: u64 = 36;
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// The `fwrepo` release binary.
+struct Fwrepo(PathBuf);
+
+impl Fwrepo {
+    fn run(&self, args: &[&str]) -> Result<String> {
+        run_capture(Command::new(&self.0).args(args))
+    }
+
+    /// Runs and times `args`: (stdout, wall seconds).
+    fn timed(&self, args: &[&str]) -> Result<(String, f64)> {
+        let t = Instant::now();
+        let out = self.run(args)?;
+        Ok((out, t.elapsed().as_secs_f64()))
+    }
+
+    fn sync(&self, mirror: &str) -> Result<(Value, f64)> {
+        let (out, secs) = self.timed(&["mirror", "sync", "--data", mirror, "--json"])?;
+        Ok((serde_json::from_str(out.trim()).with_context(|| format!("sync --json printed {out:?}"))?, secs))
+    }
+}
+
+fn field(v: &Value, key: &str) -> Result<u64> {
+    v[key].as_u64().with_context(|| format!("no {key} in {v}"))
+}
+
+fn timestamp(base: &str) -> Result<Vec<u8>> {
+    let (status, body) = http("GET", &format!("{base}/metadata/timestamp.json"), &[], None)?;
+    if status != 200 {
+        bail!("GET {base}/metadata/timestamp.json answered {status}");
+    }
+    Ok(body)
+}
+
+/// Runs `f` (a write at the origin's data dir) and waits until the origin serves its result.
+fn changing(base: &str, f: impl FnOnce() -> Result<String>) -> Result<()> {
+    let before = timestamp(base)?;
+    f()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while timestamp(base)? == before {
+        if Instant::now() > deadline {
+            bail!("the origin did not serve the new metadata within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The releases of the synthetic series, oldest first: (id, directory).
+fn series() -> Result<Vec<(String, PathBuf)>> {
+    let dir = root().join("testdata/synthetic");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}: run `cargo xtask testdata` first", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("release.toml").is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+        .collect();
+    out.sort();
+    if out.len() < 2 {
+        bail!("{} holds {} releases; run `cargo xtask testdata`", dir.display(), out.len());
+    }
+    Ok(out)
+}
+
+/// What one export holds: target files by path under `targets/`, metadata files by name.
+struct Export {
+    dir: PathBuf,
+    targets: BTreeMap<String, PathBuf>,
+    metadata: BTreeMap<String, Vec<u8>>,
+}
+
+impl Export {
+    fn read(dir: &Path) -> Result<Export> {
+        let dir = std::fs::canonicalize(dir)?;
+        let mut targets = BTreeMap::new();
+        let tdir = dir.join("targets");
+        for f in files_under(&tdir)? {
+            targets.insert(f.strip_prefix(&tdir)?.to_string_lossy().into_owned(), f);
+        }
+        let mut metadata = BTreeMap::new();
+        for f in files_under(&dir.join("metadata"))? {
+            metadata.insert(f.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&f)?);
+        }
+        Ok(Export { dir, targets, metadata })
+    }
+
+    /// Bytes of the metadata files new or changed since `prev` (all but the pinned root when
+    /// there is none).
+    fn metadata_delta(&self, prev: Option<&Export>) -> u64 {
+        self.metadata
+            .iter()
+            .filter(|(name, bytes)| match prev {
+                Some(p) => p.metadata.get(*name) != Some(*bytes),
+                None => name.as_str() != "1.root.json",
+            })
+            .map(|(_, b)| b.len() as u64)
+            .sum()
+    }
+}
+
+/// The chunks every earlier export held, and what a new export adds to them.
+struct Ledger {
+    chunker: Chunker,
+    held: HashSet<Digest>,
+}
+
+/// What the target files new in one export need.
+#[derive(Default)]
+struct Lacked {
+    files: u64,
+    file_bytes: u64,
+    chunk_bytes: u64,
+    index_bytes: u64,
+}
+
+impl Ledger {
+    /// Chunks the target files of `export` that `prev` lacks; counts the chunks no earlier
+    /// export held (each once), then holds them.
+    fn add(&mut self, export: &Export, prev: Option<&Export>) -> Result<Lacked> {
+        let mut l = Lacked::default();
+        for (path, file) in &export.targets {
+            if prev.is_some_and(|p| p.targets.contains_key(path)) {
+                // Target files are named by their SHA-256: the same name is the same bytes.
+                continue;
+            }
+            let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+            l.files += 1;
+            l.file_bytes += bytes.len() as u64;
+            let mut n = 0;
+            for r in self.chunker.chunks(&bytes) {
+                n += 1;
+                let id = Digest::of(&bytes[r.clone()]);
+                if self.held.insert(id) {
+                    l.chunk_bytes += r.len() as u64;
+                }
+            }
+            l.index_bytes += INDEX_HEADER + INDEX_ENTRY * n;
+        }
+        Ok(l)
+    }
+}
+
+/// One incremental sync's figures.
+struct Incremental {
+    release: String,
+    lacked: Lacked,
+    metadata: u64,
+    wire: u64,
+    requests: u64,
+    reported_chunk_bytes: u64,
+}
+
+impl Incremental {
+    fn ideal(&self) -> u64 {
+        self.lacked.chunk_bytes + self.metadata
+    }
+    fn ratio(&self) -> f64 {
+        self.wire as f64 / self.ideal() as f64
+    }
+}
+
+pub fn run() -> Result<()> {
+    for (cmd, pkg) in [("rsync", "rsync"), ("curl", "curl")] {
+        if !Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success()) {
+            apt_install(&[pkg])?;
+        }
+    }
+    let releases = series()?;
+    cargo(&["build", "--release", "-p", "fwrepo"], &[])?;
+    let tmp = std::env::temp_dir().join(format!("fwrepo-bench-mirror-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result = bench(&Fwrepo(target_dir().join("release/fwrepo")), &tmp, &releases);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn bench(fw: &Fwrepo, tmp: &Path, releases: &[(String, PathBuf)]) -> Result<()> {
+    let p = |x: &str| tmp.join(x).display().to_string();
+    let (origin, keys, mirror) = (p("origin"), p("keys"), p("mirror"));
+    let exports = tmp.join("exports");
+    std::fs::create_dir_all(&exports)?;
+
+    // The origin: keys, a signed repository, a partner that may mirror every model.
+    fw.run(&["keys", "generate", "--out", &keys])?;
+    fw.run(&["keys", "rotate-issuer", "--keys", &keys])?;
+    fw.run(&["init", "--data", &origin, "--keys", &keys])?;
+    let secret_sha = run_capture(Command::new("sh").arg("-c").arg(format!("printf %s {PARTNER_SECRET} | sha256sum")))?;
+    let partners = tmp.join("partners.csv");
+    std::fs::write(
+        &partners,
+        format!(
+            "partner,name,level,status,models,may_mirror,credential_sha256\nP-BENCH,Bench Mirror,authorized,active,*,true,{}\n",
+            secret_sha.split_whitespace().next().context("sha256sum output")?
+        ),
+    )?;
+    fw.run(&["entitlements", "import", "--data", &origin, &partners.display().to_string()])?;
+    fw.run(&["auth", "publish", "--data", &origin, "--keys", &keys])?;
+    let (_origin_server, base) = spawn_server(
+        &fw.0,
+        &["serve", "--data", &origin, "--keys", &keys, "--listen", "127.0.0.1:0", "--refresh-secs", "1"],
+    )?;
+    let params: Value = serde_json::from_slice(&std::fs::read(tmp.join("origin/fwrepo.json"))?)?;
+    let params: ChunkerParams = serde_json::from_value(params["chunk_sizes"].clone()).context("chunk_sizes")?;
+    println!("origin {base}; chunk sizes {}/{}/{} bytes", params.min_size, params.avg_size, params.max_size);
+
+    let publish = |id: &str, dir: &Path| -> Result<Export> {
+        let manifest = dir.join("release.toml").display().to_string();
+        changing(&base, || fw.run(&["publish", "--data", &origin, "--keys", &keys, &manifest]))?;
+        let out = exports.join(id);
+        fw.run(&["export", "--data", &origin, "--out", &out.display().to_string()])?;
+        Export::read(&out)
+    };
+
+    // 1. The first release into an empty mirror, and the same files through `fwrepo ingest`.
+    let (first_id, first_dir) = &releases[0];
+    let first = publish(first_id, first_dir)?;
+    let (status, root_json) = http("GET", &format!("{base}/metadata/1.root.json"), &[], None)?;
+    if status != 200 {
+        bail!("GET /metadata/1.root.json answered {status}");
+    }
+    std::fs::write(tmp.join("1.root.json"), root_json)?;
+    let cred = tmp.join("partner.credential");
+    std::fs::write(&cred, format!("{PARTNER_SECRET}\n"))?;
+    std::fs::set_permissions(&cred, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    fw.run(&[
+        "mirror",
+        "init",
+        "--data",
+        &mirror,
+        "--upstream",
+        &base,
+        "--root",
+        &p("1.root.json"),
+        "--credential-file",
+        &cred.display().to_string(),
+    ])?;
+    let mut ledger = Ledger { chunker: Chunker::new(params), held: HashSet::new() };
+    let initial_lacked = ledger.add(&first, None)?;
+    let initial_metadata = first.metadata_delta(None);
+    let (r, secs) = fw.sync(&mirror)?;
+    let synced = field(&r, "chunk_bytes_fetched")?;
+    let wire = field(&r, "wire_bytes")?;
+    println!("\n1. initial sync of {first_id} into an empty mirror");
+    println!(
+        "   mirror sync:   {:.1} MB of chunks ({} targets) in {secs:.2} s = {:.1} MB/s; wire {:.1} MB in {} requests",
+        mb(synced),
+        field(&r, "targets_new")?,
+        mb(synced) / secs,
+        mb(wire),
+        field(&r, "requests")?
+    );
+    println!(
+        "   ideal:         {:.1} MB of distinct chunks + {} bytes of metadata; wire/ideal = {:.4}",
+        mb(initial_lacked.chunk_bytes),
+        initial_metadata,
+        wire as f64 / (initial_lacked.chunk_bytes + initial_metadata) as f64
+    );
+    let files: Vec<String> = files_under(first_dir)?
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "release.toml"))
+        .map(|f| f.display().to_string())
+        .collect();
+    let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
+    fw.run(&["init", "--data", &p("ingest")])?;
+    let mut args = vec!["ingest", "--data", &p("ingest")].into_iter().map(str::to_owned).collect::<Vec<_>>();
+    args.extend(files);
+    let (_, ingest_secs) = fw.timed(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    println!(
+        "   fwrepo ingest: {:.1} MB of the same files in {ingest_secs:.2} s = {:.1} MB/s; sync/ingest = {:.2}",
+        mb(bytes),
+        mb(bytes) / ingest_secs,
+        (mb(synced) / secs) / (mb(bytes) / ingest_secs)
+    );
+
+    // 2. Each further release: publish, export, sync.
+    let mut incrementals = Vec::new();
+    let mut all_exports = vec![first];
+    for (id, dir) in &releases[1..] {
+        let export = publish(id, dir)?;
+        let prev = all_exports.last();
+        let lacked = ledger.add(&export, prev)?;
+        let metadata = export.metadata_delta(prev);
+        let (r, _) = fw.sync(&mirror)?;
+        incrementals.push(Incremental {
+            release: id.clone(),
+            lacked,
+            metadata,
+            wire: field(&r, "wire_bytes")?,
+            requests: field(&r, "requests")?,
+            reported_chunk_bytes: field(&r, "chunk_bytes_fetched")?,
+        });
+        all_exports.push(export);
+    }
+    println!("\n2. incremental syncs (bytes; ideal = chunks the mirror lacked + new metadata)");
+    println!(
+        "   {:<11} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8} {:>8} {:>11}",
+        "release",
+        "files",
+        "bytes",
+        "lacked",
+        "metadata",
+        "ideal",
+        "wire",
+        "wire/ideal",
+        "requests",
+        "indexes",
+        "sync chunks"
+    );
+    for i in &incrementals {
+        println!(
+            "   {:<11} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10.4} {:>8} {:>8} {:>11}",
+            i.release,
+            i.lacked.files,
+            i.lacked.file_bytes,
+            i.lacked.chunk_bytes,
+            i.metadata,
+            i.ideal(),
+            i.wire,
+            i.ratio(),
+            i.requests,
+            i.lacked.index_bytes,
+            i.reported_chunk_bytes
+        );
+    }
+    println!("   (files, bytes: target files new in the export; lacked: bytes of chunks no earlier export held)");
+    println!("   (indexes: the chunk indexes of the new targets; sync chunks: chunk bytes the sync reports)");
+
+    // 4 (run now, while the origin is still up). Nothing changed upstream.
+    let (r, _) = fw.sync(&mirror)?;
+    let unchanged = field(&r, "wire_bytes")?;
+    let unchanged_requests = field(&r, "requests")?;
+
+    // 3. The same updates by rsync from a loopback daemon over the exports.
+    let rsync = Rsync::start(tmp, &all_exports)?;
+    let copy = tmp.join("rsync-copy");
+    let initial_rsync = rsync.pull(0, &copy, &[])?;
+    println!("\n3. rsync -a --fuzzy --stats from a loopback rsync --daemon over each export");
+    println!("   initial {first_id}: received {} bytes, sent {}", initial_rsync.0, initial_rsync.1);
+    let mut plain = Vec::new();
+    for n in 1..all_exports.len() {
+        plain.push(rsync.pull(n, &copy, &[])?);
+    }
+    // The same with --fuzzy given a basis: the new release's files are new names in a new
+    // directory, where --fuzzy finds nothing; here the receiver first links the previous
+    // release's files into that directory (and drops them afterwards with --delete-after).
+    let seeded = tmp.join("rsync-seeded");
+    rsync.pull(0, &seeded, &[])?;
+    let mut helped = Vec::new();
+    for n in 1..all_exports.len() {
+        let (prev_id, new_id) = (&releases[n - 1].0, &releases[n].0);
+        let (from, to) = (seeded.join("targets").join(prev_id), seeded.join("targets").join(new_id));
+        std::fs::create_dir_all(&to)?;
+        for f in files_under(&from)? {
+            std::fs::hard_link(&f, to.join(f.file_name().unwrap()))?;
+        }
+        helped.push(rsync.pull(n, &seeded, &["--delete-after"])?);
+    }
+    println!(
+        "   {:<11} {:>11} {:>11} {:>12} {:>16} {:>11} {:>12}",
+        "release", "fwrepo wire", "rsync recv", "fwrepo/rsync", "seeded recv", "fwrepo/seeded", "seeded sent"
+    );
+    let mut worst_rsync: f64 = 0.0;
+    for ((i, a), b) in incrementals.iter().zip(&plain).zip(&helped) {
+        let (ra, rb) = (i.wire as f64 / a.0 as f64, i.wire as f64 / b.0 as f64);
+        worst_rsync = worst_rsync.max(ra).max(rb);
+        println!("   {:<11} {:>11} {:>11} {:>12.4} {:>16} {:>13.4} {:>12}", i.release, i.wire, a.0, ra, b.0, rb, b.1);
+    }
+    println!("   (seeded: the previous release's files linked into the new release's directory first)");
+
+    println!("\n4. unchanged upstream: {unchanged} bytes on the wire in {unchanged_requests} requests (target < 2048)");
+    let worst_ideal = incrementals.iter().map(Incremental::ratio).fold(0.0, f64::max);
+    println!("\nmirror: worst wire/ideal = {worst_ideal:.4}, worst fwrepo/rsync = {worst_rsync:.4}");
+    Ok(())
+}
+
+/// A loopback `rsync --daemon` with one read-only module per export (`r0`, `r1`, …).
+struct Rsync {
+    port: u16,
+    _daemon: Guard,
+}
+
+impl Rsync {
+    fn start(tmp: &Path, exports: &[Export]) -> Result<Rsync> {
+        let port = free_port()?;
+        let id = |flag: &str| run_capture(Command::new("id").arg(flag)).map(|s| s.trim().to_owned());
+        let mut conf = format!(
+            "pid file = {tmp}/rsyncd.pid\nlog file = {tmp}/rsyncd.log\nuse chroot = no\naddress = 127.0.0.1\n\
+             port = {port}\nuid = {}\ngid = {}\n",
+            id("-u")?,
+            id("-g")?,
+            tmp = tmp.display()
+        );
+        for (n, e) in exports.iter().enumerate() {
+            conf.push_str(&format!("[r{n}]\n    path = {}\n    read only = yes\n", e.dir.display()));
+        }
+        let path = tmp.join("rsyncd.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new("rsync")
+            .arg("--daemon")
+            .arg("--no-detach")
+            .arg(format!("--config={}", path.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting rsync --daemon")?;
+        let daemon = Guard(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("rsync --daemon did not listen on 127.0.0.1:{port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Rsync { port, _daemon: daemon })
+    }
+
+    /// `rsync -a --fuzzy --stats EXTRA rsync://…/rN/ DEST/`: (bytes received, bytes sent).
+    fn pull(&self, n: usize, dest: &Path, extra: &[&str]) -> Result<(u64, u64)> {
+        let out = run_capture(
+            Command::new("rsync")
+                .args(["-a", "--fuzzy", "--stats"])
+                .args(extra)
+                .arg(format!("rsync://127.0.0.1:{}/r{n}/", self.port))
+                .arg(format!("{}/", dest.display())),
+        )?;
+        let total = |name: &str| -> Result<u64> {
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .with_context(|| format!("no {name:?} in rsync --stats:\n{out}"))?;
+            Ok(line.trim().replace(',', "").parse()?)
+        };
+        Ok((total("Total bytes received:")?, total("Total bytes sent:")?))
+    }
+}
