@@ -349,10 +349,20 @@ fn fwget(bin: &Path, tmp: &Path, args: &[&str]) -> Result<Value> {
 fn client_steps(bin: &Path, tmp: &Path, origin: &str, model: &str, releases: &[fwrepo_synth::Release]) -> Result<()> {
     let p = |x: &str| tmp.join(x).display().to_string();
     let (root, out) = (p("1.root.json"), p("installed"));
-    say(16, &format!("A customer's {model} uses fwget: it pins the root and logs in with its in-warranty serial."));
+    say(
+        16,
+        &format!(
+            "A customer's {model} uses fwget: it pins the root, logs in with its in-warranty serial and fetches the signed metadata."
+        ),
+    );
     fwget(bin, tmp, &["init", "--repo", origin, "--root", &root])?;
     let login = fwget(bin, tmp, &["login", "--serial", "CZ2025DEMO"])?;
     println!("     logged in; token expires at {} (unix time), stored 0600", login["expires_at"]);
+    let r = fwget(bin, tmp, &["refresh"])?;
+    println!(
+        "     metadata verified from the pinned root: {} targets, {} bytes on the wire",
+        r["targets"], r["wire_bytes"]
+    );
 
     let first = &releases[0].id;
     say(17, &format!("It plans for its model from the signed metadata alone: nothing installed yet, release {first}."));
@@ -394,6 +404,9 @@ fn client_steps(bin: &Path, tmp: &Path, origin: &str, model: &str, releases: &[f
         r["files"].as_array().map_or(0, Vec::len),
         100.0 * wire as f64 / total.max(1) as f64,
         r["requests"]
+    );
+    println!(
+        "     (the demo's files are about 200 KB, a few 64 KiB-average chunks each: a small change inside a chunk still costs that whole chunk)"
     );
     Ok(())
 }
