@@ -518,13 +518,97 @@ impl Rsync {
                 .arg(format!("rsync://127.0.0.1:{}/r{n}/", self.port))
                 .arg(format!("{}/", dest.display())),
         )?;
-        let total = |name: &str| -> Result<u64> {
-            let line = out
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .with_context(|| format!("no {name:?} in rsync --stats:\n{out}"))?;
-            Ok(line.trim().replace(',', "").parse()?)
+        Ok((stats_total(&out, "Total bytes received:")?, stats_total(&out, "Total bytes sent:")?))
+    }
+}
+
+/// A `Total …:` figure of `rsync --stats` output (digits grouped with commas).
+fn stats_total(out: &str, name: &str) -> Result<u64> {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .with_context(|| format!("no {name:?} in rsync --stats:\n{out}"))?;
+    Ok(line.trim().replace(',', "").parse()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_totals_are_read_with_their_commas() {
+        let out = "Total file size: 163,136,801 bytes\nTotal bytes sent: 652,584\nTotal bytes received: 3,908,307\n";
+        assert_eq!(stats_total(out, "Total bytes received:").unwrap(), 3_908_307);
+        assert_eq!(stats_total(out, "Total bytes sent:").unwrap(), 652_584);
+        assert!(stats_total("sent 10 bytes", "Total bytes sent:").is_err());
+    }
+
+    #[test]
+    fn target_names_split_into_hash_and_component() {
+        let (sha, name) = split_target_name(Path::new("targets/2015.03.0/ab12.cp020014-r2.scexe")).unwrap();
+        assert_eq!((sha.as_str(), name.as_str()), ("ab12", "cp020014-r2.scexe"));
+        assert_eq!(component_key(&name), component_key("cp020014.scexe"));
+        assert_ne!(component_key("cp020014.scexe"), component_key("cp020021.scexe"));
+        assert!(split_target_name(Path::new("targets/noprefix")).is_err());
+    }
+
+    /// Chunks shared by two new contents, or held by an earlier export, count once.
+    #[test]
+    fn the_ledger_counts_each_lacked_chunk_once() {
+        let dir = std::env::temp_dir().join(format!("fwrepo-bench-mirror-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let params = ChunkerParams { min_size: 64, avg_size: 256, max_size: 1024 };
+        // xorshift64: no repeats within the file, so every chunk of it is distinct.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let data: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.join("targets/r").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            p
         };
-        Ok((total("Total bytes received:")?, total("Total bytes sent:")?))
+        let a = write("aa.one.bin", &data);
+        let b = write("bb.two.bin", &data); // the same chunks under another content name
+        let export = Export {
+            dir: dir.clone(),
+            targets: [("r/aa.one.bin".into(), a), ("r/bb.two.bin".into(), b)].into(),
+            metadata: BTreeMap::new(),
+        };
+        let mut ledger = Ledger { chunker: Chunker::new(params), held: HashSet::new(), blobs: HashSet::new() };
+        let l = ledger.add(&export).unwrap();
+        assert_eq!((l.files, l.file_bytes, l.chunk_bytes), (2, 40_000, 20_000));
+        // The next export holds the same contents and one new file that changes a tail.
+        let mut changed = data.clone();
+        changed.extend_from_slice(b"a new tail");
+        let c = write("cc.one.bin", &changed);
+        let mut next = export;
+        next.targets.insert("r2/cc.one.bin".into(), c);
+        let l = ledger.add(&next).unwrap();
+        assert_eq!(l.files, 1);
+        assert!(l.chunk_bytes > 0 && l.chunk_bytes < 2048, "only the last chunk is new: {}", l.chunk_bytes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metadata_delta_counts_new_and_changed_files_only() {
+        let meta = |files: &[(&str, &[u8])]| files.iter().map(|(n, b)| (n.to_string(), b.to_vec())).collect();
+        let export =
+            |files: &[(&str, &[u8])]| Export { dir: PathBuf::new(), targets: BTreeMap::new(), metadata: meta(files) };
+        let first = export(&[("1.root.json", b"root"), ("timestamp.json", b"t1"), ("3.targets.json", b"targets")]);
+        assert_eq!(first.metadata_delta(None), 2 + 7, "everything but the pinned root");
+        let second = export(&[
+            ("1.root.json", b"root"),
+            ("timestamp.json", b"t2"),
+            ("3.targets.json", b"targets"),
+            ("4.targets.json", b"four"),
+        ]);
+        assert_eq!(second.metadata_delta(Some(&first)), 2 + 4);
     }
 }
