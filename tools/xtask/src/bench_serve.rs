@@ -221,7 +221,8 @@ fn parse_size(s: &str) -> Result<f64> {
 /// Runs wrk on core 1 against `url` for `seconds` and reads the CPU the server process `pid`
 /// and wrk itself used meanwhile. wrk runs under a shell that reports its children's CPU
 /// (`cutime`, `cstime`) once wrk has exited.
-fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f64) -> Result<Sample> {
+/// None: no request completed in the time (a machine this busy can starve a server for seconds).
+fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f64) -> Result<Option<Sample>> {
     let before = process_ticks(pid)?;
     let t = Instant::now();
     let out = run_capture(
@@ -250,7 +251,7 @@ fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f6
     let secs: f64 = words.get(3).context("no duration")?.trim_end_matches(',').trim_end_matches('s').parse()?;
     let bytes = parse_size(words.get(4).context("no byte count")?)?;
     if requests == 0.0 {
-        bail!("no request completed:\n{out}");
+        return Ok(None);
     }
     let socket_errors = out
         .lines()
@@ -260,7 +261,18 @@ fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f6
     // wrk's own duration excludes its start-up; the server's CPU covers the whole wall time,
     // which differs from it by milliseconds.
     let secs = if secs > 0.0 { secs } else { wall };
-    Ok(Sample { requests, bytes, secs, server_cpu_s: (after - before) as f64 / hz, wrk_cpu_s, socket_errors })
+    Ok(Some(Sample { requests, bytes, secs, server_cpu_s: (after - before) as f64 / hz, wrk_cpu_s, socket_errors }))
+}
+
+/// [`measure`], tried again (up to three times in all) while no request completes.
+fn measure_retrying(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f64) -> Result<Sample> {
+    for attempt in 1..=3 {
+        if let Some(s) = measure(url, script, load, pid, seconds, hz)? {
+            return Ok(s);
+        }
+        println!("  no request completed in {seconds} s (attempt {attempt} of 3)");
+    }
+    bail!("no request completed in three attempts")
 }
 
 /// Reads every path once through `base` (with the token, if any), so the measured loads see the
@@ -560,7 +572,7 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
             let (guard, port, scheme) =
                 if load.tls { (&fw_tls, fw_tls_port, "https") } else { (&fw_plain, fw_port, "http") };
             let url = format!("{scheme}://127.0.0.1:{port}/");
-            let s = measure(&url, &fw_scripts[i], load, guard.0.id(), options.seconds, hz)
+            let s = measure_retrying(&url, &fw_scripts[i], load, guard.0.id(), options.seconds, hz)
                 .with_context(|| format!("fwrepo, {}", load.name))?;
             println!(
                 "run {run} fwrepo {:<16} {:<30} {:>9.0} req/s {:>7.1} µs CPU/req  wrk {:>3.0}%",
@@ -578,7 +590,7 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
             for (i, load) in LOADS.iter().enumerate() {
                 let url =
                     if load.tls { format!("https://127.0.0.1:{tls}/") } else { format!("http://127.0.0.1:{plain}/") };
-                let s = measure(&url, &ng_scripts[i], load, worker, options.seconds, hz)
+                let s = measure_retrying(&url, &ng_scripts[i], load, worker, options.seconds, hz)
                     .with_context(|| format!("nginx {variant}, {}", load.name))?;
                 println!(
                     "run {run} nginx  {variant:<16} {:<30} {:>9.0} req/s {:>7.1} µs CPU/req  wrk {:>3.0}%",
