@@ -3,19 +3,29 @@
 //! The work is split into stages joined by bounded channels, so it spreads over the cores:
 //!
 //! ```text
-//! caller thread:  read input → FastCDC cut ─┬→ blob BLAKE3                       (whole-blob id)
-//!                                           └→ chunk BLAKE3 ids → SHA-256, dedup, pack append
+//! caller thread:  read input → FastCDC cut ─┬→ SHA-256                            (TUF hash)
+//!                                           └→ blob BLAKE3, chunk BLAKE3 ids → dedup, pack append
 //! ```
+//!
+//! SHA-256 is the costliest hash (about as much CPU as FastCDC and both BLAKE3s together), so
+//! it has a stage of its own; the two BLAKE3s share one, and the write stage does only lookups
+//! and copies into the page cache. That keeps the two heaviest threads (cut, SHA-256) near
+//! half the work each, which is what two cores need.
 //!
 //! Input is read into a small pool of large buffers that travel through the stages and come back
 //! for reuse, so memory stays at `POOL × BUFFER` whatever the blob size. The blob becomes visible
 //! only in the final index batch, written after its chunks are durable.
+//!
+//! Each stage keeps a [`StageTime`] (its thread's CPU time, the time it waited for input and for
+//! room downstream, the time in reads or pack writes): [`Store::ingest_path_profiled`] returns
+//! them, so a stall shows as the stage that waits least while the others wait on it.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use fwrepo_db::WriteBatch;
@@ -49,6 +59,70 @@ impl std::ops::Deref for IngestReport {
     }
 }
 
+/// Where one ingest stage spent its time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTime {
+    /// `read+cut`, `sha256`, `blake3`, `write`.
+    pub name: &'static str,
+    /// CPU time of the stage's thread (user + system).
+    pub cpu: Duration,
+    /// Wall time from the stage's start to its end.
+    pub wall: Duration,
+    /// Blocked waiting for input (a filled batch, or a free buffer for the reader).
+    pub wait_in: Duration,
+    /// Blocked waiting for room in the next stage's channel.
+    pub wait_out: Duration,
+    /// In `read` of the input (reader) or appending to packs (write stage).
+    pub io: Duration,
+}
+
+/// Per-stage timings of one ingest (see [`Store::ingest_path_profiled`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestProfile {
+    pub stages: Vec<StageTime>,
+    /// The final fsync of packs and the index batch.
+    pub commit: Duration,
+}
+
+impl StageTime {
+    fn start(name: &'static str) -> (StageTime, Instant, Duration) {
+        (StageTime { name, ..StageTime::default() }, Instant::now(), thread_cpu())
+    }
+
+    fn finish(mut self, started: Instant, cpu0: Duration) -> StageTime {
+        self.wall = started.elapsed();
+        self.cpu = thread_cpu().saturating_sub(cpu0);
+        self
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `rx.recv()`, adding the time blocked to `waited`.
+fn recv_timed<T>(rx: &Receiver<T>, waited: &mut Duration) -> Option<T> {
+    let t = Instant::now();
+    let got = rx.recv().ok();
+    *waited += t.elapsed();
+    got
+}
+
+/// `tx.send(v)`, adding the time blocked to `waited`; false when the receiver is gone.
+fn send_timed<T>(tx: &Sender<T>, v: T, waited: &mut Duration) -> bool {
+    let t = Instant::now();
+    let sent = tx.send(v).is_ok();
+    *waited += t.elapsed();
+    sent
+}
+
 /// A filled input buffer and the chunks cut from it. `buf[..covered]` is exactly those chunks;
 /// bytes after `covered` were carried over to the next batch.
 struct Batch {
@@ -62,7 +136,7 @@ struct Batch {
 struct ReadChannels<'a> {
     pool_rx: &'a Receiver<Vec<u8>>,
     pool_tx: &'a Sender<Vec<u8>>,
-    whole_tx: &'a Sender<Arc<Batch>>,
+    sha_tx: &'a Sender<Arc<Batch>>,
     ids_tx: &'a Sender<Arc<Batch>>,
     /// Set by the write stage when it fails, so the reader stops reading.
     failed: &'a AtomicBool,
@@ -70,7 +144,6 @@ struct ReadChannels<'a> {
 
 /// What the write stage hands back.
 struct Written {
-    sha256: [u8; 32],
     chunks: Vec<(Digest, u32)>,
     new_locs: Vec<(Digest, ChunkLoc)>,
     new_bytes: u64,
@@ -79,6 +152,11 @@ struct Written {
 impl Store {
     /// Ingests the file at `path`.
     pub fn ingest_path(&self, path: &Path) -> Result<IngestReport> {
+        self.ingest_path_profiled(path).map(|(report, _)| report)
+    }
+
+    /// [`Store::ingest_path`], also returning where each stage spent its time (for benchmarks).
+    pub fn ingest_path_profiled(&self, path: &Path) -> Result<(IngestReport, IngestProfile)> {
         let meta = std::fs::metadata(path).at(path)?;
         if !meta.is_file() {
             return Err(Error::Input {
@@ -86,19 +164,24 @@ impl Store {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
             });
         }
-        let file = std::fs::File::open(path).at(path)?;
-        self.ingest_reader(file, &path.display().to_string())
+        let mut file = std::fs::File::open(path).at(path)?;
+        self.ingest_profiled(&mut file, &path.display().to_string())
     }
 
     /// Ingests everything `input` yields; `name` labels read errors.
     pub fn ingest_reader(&self, mut input: impl Read, name: &str) -> Result<IngestReport> {
+        self.ingest_profiled(&mut input, name).map(|(report, _)| report)
+    }
+
+    fn ingest_profiled(&self, input: &mut dyn Read, name: &str) -> Result<(IngestReport, IngestProfile)> {
         let mut w = self.writer("ingest")?;
         let mut txn = Txn::default();
-        match self.ingest_in(&mut w, &mut txn, &mut input, name) {
-            Ok((report, batch)) => match self.commit(&mut w, txn, batch) {
-                Ok(()) => Ok(report),
-                Err(e) => Err(e),
-            },
+        match self.ingest_in(&mut w, &mut txn, input, name) {
+            Ok((report, batch, stages)) => {
+                let t = Instant::now();
+                self.commit(&mut w, txn, batch)?;
+                Ok((report, IngestProfile { stages, commit: t.elapsed() }))
+            }
             Err(e) => {
                 w.abort(&self.packs, txn);
                 Err(e)
@@ -129,27 +212,31 @@ impl Store {
         txn: &mut Txn,
         input: &mut dyn Read,
         name: &str,
-    ) -> Result<(IngestReport, WriteBatch)> {
+    ) -> Result<(IngestReport, WriteBatch, Vec<StageTime>)> {
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(POOL);
-        let (whole_tx, whole_rx) = bounded::<Arc<Batch>>(POOL);
+        let (sha_tx, sha_rx) = bounded::<Arc<Batch>>(POOL);
         let (ids_tx, ids_rx) = bounded::<Arc<Batch>>(POOL);
         let (write_tx, write_rx) = bounded::<(Arc<Batch>, Vec<Digest>)>(POOL);
 
         let failed = AtomicBool::new(false);
-        let (blob_hash, written, read) = std::thread::scope(|s| {
-            let whole = s.spawn({
+        let (sha256, blob_hash, written, read) = std::thread::scope(|s| {
+            let sha = s.spawn({
                 let pool_tx = pool_tx.clone();
                 move || {
-                    let mut h = blake3::Hasher::new();
-                    for b in whole_rx {
+                    let (mut st, t0, cpu0) = StageTime::start("sha256");
+                    let mut h = Sha256::new();
+                    while let Some(b) = recv_timed(&sha_rx, &mut st.wait_in) {
                         h.update(&b.buf[..b.covered]);
                         recycle(b, &pool_tx);
                     }
-                    Digest::from(h.finalize())
+                    (<[u8; 32]>::from(h.finalize()), st.finish(t0, cpu0))
                 }
             });
             let ids = s.spawn(move || {
-                for b in ids_rx {
+                let (mut st, t0, cpu0) = StageTime::start("blake3");
+                let mut whole = blake3::Hasher::new();
+                while let Some(b) = recv_timed(&ids_rx, &mut st.wait_in) {
+                    whole.update(&b.buf[..b.covered]);
                     let mut pos = 0usize;
                     let ids = b
                         .lens
@@ -160,16 +247,18 @@ impl Store {
                             id
                         })
                         .collect();
-                    if write_tx.send((b, ids)).is_err() {
+                    if !send_timed(&write_tx, (b, ids), &mut st.wait_out) {
                         break;
                     }
                 }
+                (Digest::from(whole.finalize()), st.finish(t0, cpu0))
             });
             let write = s.spawn({
                 let pool_tx = pool_tx.clone();
                 let failed = &failed;
                 move || {
-                    let out = self.write_stage(w, txn, &write_rx, &pool_tx);
+                    let (mut st, t0, cpu0) = StageTime::start("write");
+                    let out = self.write_stage(w, txn, &write_rx, &pool_tx, &mut st);
                     if out.is_err() {
                         // Tell the reader to stop, and keep buffers flowing back so it never
                         // waits on an empty pool.
@@ -178,44 +267,49 @@ impl Store {
                             recycle(b, &pool_tx);
                         }
                     }
-                    out
+                    (out, st.finish(t0, cpu0))
                 }
             });
             let channels = ReadChannels {
                 pool_rx: &pool_rx,
                 pool_tx: &pool_tx,
-                whole_tx: &whole_tx,
+                sha_tx: &sha_tx,
                 ids_tx: &ids_tx,
                 failed: &failed,
             };
-            let read = self.read_stage(input, name, &channels);
-            drop((whole_tx, ids_tx, pool_tx));
-            let blob_hash = whole.join().expect("hash stage panicked");
-            ids.join().expect("id stage panicked");
+            let (mut st, t0, cpu0) = StageTime::start("read+cut");
+            let read = self.read_stage(input, name, &channels, &mut st);
+            let read = (read, st.finish(t0, cpu0));
+            drop((sha_tx, ids_tx, pool_tx));
+            let sha256 = sha.join().expect("hash stage panicked");
+            let blob_hash = ids.join().expect("id stage panicked");
             let written = write.join().expect("write stage panicked");
-            (blob_hash, written, read)
+            (sha256, blob_hash, written, read)
         });
+        let ((read, read_time), (sha256, sha_time), (blob_hash, ids_time), (written, write_time)) =
+            (read, sha256, blob_hash, written);
+        let stages = vec![read_time, sha_time, ids_time, write_time];
         let len = read?;
         let written = written?;
 
         let index = ChunkIndex { blob_len: len, chunks: written.chunks };
         let chunk_index = index.id();
-        let record = BlobRecord { len, sha256: written.sha256, chunk_index, chunks: index.chunks };
+        let record = BlobRecord { len, sha256, chunk_index, chunks: index.chunks };
         let mut batch = WriteBatch::default();
         let chunks_cf = self.db.require_cf(CF_CHUNKS)?;
         for (id, loc) in &written.new_locs {
             batch.put_cf(chunks_cf, id.as_bytes(), loc.encode());
         }
         batch.put_cf(self.db.require_cf(CF_BLOBS)?, blob_hash.as_bytes(), record.encode());
-        let info = BlobInfo { blob: blob_hash, len, sha256: written.sha256, chunk_index, chunks: record.chunks.len() };
+        let info = BlobInfo { blob: blob_hash, len, sha256, chunk_index, chunks: record.chunks.len() };
         let report = IngestReport { info, new_chunks: written.new_locs.len(), new_bytes: written.new_bytes };
-        Ok((report, batch))
+        Ok((report, batch, stages))
     }
 
     /// Fills buffers from `input`, cuts them into chunks and sends them down the pipeline.
     /// Returns the number of bytes read.
-    fn read_stage(&self, input: &mut dyn Read, name: &str, ch: &ReadChannels<'_>) -> Result<u64> {
-        let ReadChannels { pool_rx, pool_tx, whole_tx, ids_tx, failed } = *ch;
+    fn read_stage(&self, input: &mut dyn Read, name: &str, ch: &ReadChannels<'_>, st: &mut StageTime) -> Result<u64> {
+        let ReadChannels { pool_rx, pool_tx, sha_tx, ids_tx, failed } = *ch;
         for _ in 0..POOL {
             pool_tx.send(vec![0u8; BUFFER]).expect("pool has room");
         }
@@ -228,6 +322,7 @@ impl Store {
                 return Ok(total);
             }
             let mut eof = false;
+            let t = Instant::now();
             while filled < buf.len() {
                 match input.read(&mut buf[filled..]) {
                     Ok(0) => {
@@ -239,6 +334,7 @@ impl Store {
                     Err(source) => return Err(Error::Input { name: name.to_owned(), source }),
                 }
             }
+            st.io += t.elapsed();
             let mut pos = 0usize;
             let mut lens = Vec::with_capacity(filled / (self.config.chunk_sizes.avg_size as usize) + 4);
             while pos < filled && (eof || filled - pos >= max) {
@@ -248,12 +344,13 @@ impl Store {
             }
             total += pos as u64;
             // A later stage failed: stop reading; its error is the one reported.
-            let Ok(mut next) = pool_rx.recv() else { return Ok(total) };
+            let Some(mut next) = recv_timed(pool_rx, &mut st.wait_in) else { return Ok(total) };
             next[..filled - pos].copy_from_slice(&buf[pos..filled]);
             let carried = filled - pos;
             if !lens.is_empty() {
                 let batch = Arc::new(Batch { buf, covered: pos, lens });
-                if whole_tx.send(batch.clone()).is_err() || ids_tx.send(batch).is_err() {
+                if !send_timed(sha_tx, batch.clone(), &mut st.wait_out) || !send_timed(ids_tx, batch, &mut st.wait_out)
+                {
                     return Ok(total);
                 }
             } else {
@@ -267,24 +364,24 @@ impl Store {
         }
     }
 
-    /// SHA-256 of the blob, deduplication against the store, and appending new chunks to packs.
+    /// Deduplication against the store, and appending new chunks to packs.
     fn write_stage(
         &self,
         w: &mut Writer,
         txn: &mut Txn,
         rx: &Receiver<(Arc<Batch>, Vec<Digest>)>,
         pool_tx: &Sender<Vec<u8>>,
+        st: &mut StageTime,
     ) -> Result<Written> {
         let chunks_cf = self.db.require_cf(CF_CHUNKS)?;
         let max_pack = self.config.pack_max_size;
-        let mut sha = Sha256::new();
         let mut chunks = Vec::new();
         // Chunks stored by this ingest, not yet in the index.
         let mut pending: HashMap<Digest, ChunkLoc> = HashMap::new();
         let mut new_locs = Vec::new();
         let mut new_bytes = 0u64;
-        for (b, ids) in rx {
-            sha.update(&b.buf[..b.covered]);
+        while let Some((b, ids)) = recv_timed(rx, &mut st.wait_in) {
+            let t = Instant::now();
             let mut pos = 0usize;
             for (id, &len) in ids.iter().zip(&b.lens) {
                 let data = &b.buf[pos..pos + len as usize];
@@ -300,9 +397,10 @@ impl Store {
                 new_locs.push((*id, loc));
                 new_bytes += u64::from(len);
             }
+            st.io += t.elapsed();
             recycle(b, pool_tx);
         }
-        Ok(Written { sha256: sha.finalize().into(), chunks, new_locs, new_bytes })
+        Ok(Written { chunks, new_locs, new_bytes })
     }
 }
 

@@ -42,7 +42,7 @@ pub use fwrepo_chunk::{BlobId, ChunkId, ChunkIndex, Chunker, ChunkerParams, Dige
 pub use gc::{GcOptions, GcReport};
 pub use import::{ExpectedBlob, PutReport};
 pub use index::COLUMN_FAMILIES;
-pub use ingest::IngestReport;
+pub use ingest::{IngestProfile, IngestReport, StageTime};
 pub use read::BlobInfo;
 
 use error::IoContext;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError, bounded};
 use memmap2::Mmap;
 
 use crate::Digest;
@@ -196,6 +197,35 @@ pub struct PackWriter {
     pub len: u64,
     /// Where the last writeback request ended.
     writeback_from: u64,
+    /// Requests to the writeback thread, started with the first request.
+    writeback: Option<Sender<(u64, u64)>>,
+}
+
+/// Starts writeback of `n` bytes at `from` without waiting for it to finish.
+fn sync_file_range(file: &File, from: u64, n: u64) {
+    // SAFETY: plain syscall on an fd we own; it only schedules I/O. Failure is harmless:
+    // durability comes from the fdatasync at commit.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), from as libc::off64_t, n as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// A thread that starts writeback for one pack, so the appender never waits on it: on ext4,
+/// `sync_file_range` allocates blocks and queues the I/O in the caller's thread and blocks
+/// while the device queue is full, which stalled the whole ingest pipeline behind the disk.
+/// It ends when its `Sender` is dropped with the `PackWriter`.
+fn spawn_writeback(file: &File) -> Option<Sender<(u64, u64)>> {
+    let file = file.try_clone().ok()?;
+    let (tx, rx) = bounded::<(u64, u64)>(1);
+    std::thread::Builder::new()
+        .name("pack-writeback".into())
+        .spawn(move || {
+            for (from, n) in rx {
+                sync_file_range(&file, from, n);
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 impl PackWriter {
@@ -205,7 +235,7 @@ impl PackWriter {
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).at(&path)?;
         file.write_all_at(HEADER, 0).at(&path)?;
         let len = HEADER.len() as u64;
-        Ok(PackWriter { id, path, file, len, writeback_from: 0 })
+        Ok(PackWriter { id, path, file, len, writeback_from: 0, writeback: None })
     }
 
     /// Opens an existing pack to append after its committed length `len` (the caller has cut
@@ -213,7 +243,7 @@ impl PackWriter {
     pub fn open(dir: &Path, id: u32, len: u64) -> Result<PackWriter> {
         let path = pack_path(dir, id);
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
-        Ok(PackWriter { id, path, file, len, writeback_from: len })
+        Ok(PackWriter { id, path, file, len, writeback_from: len, writeback: None })
     }
 
     /// Appends one chunk record and returns the offset of the chunk's bytes.
@@ -231,20 +261,29 @@ impl PackWriter {
         Ok(offset)
     }
 
-    /// Asks the kernel to start writing what was appended, without waiting for it.
+    /// Asks the kernel to start writing what was appended, without waiting for it. While the
+    /// writeback thread is still busy with the last request, this one waits and the next one
+    /// covers both.
     fn start_writeback(&mut self) {
         let (from, n) = (self.writeback_from, self.len - self.writeback_from);
-        // SAFETY: plain syscall on an fd we own; it only schedules I/O. Failure is harmless:
-        // durability comes from the fdatasync at commit.
-        unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                from as libc::off64_t,
-                n as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
+        if self.writeback.is_none() {
+            self.writeback = spawn_writeback(&self.file);
         }
-        self.writeback_from = self.len;
+        match &self.writeback {
+            Some(tx) => match tx.try_send((from, n)) {
+                Ok(()) => self.writeback_from = self.len,
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => {
+                    self.writeback = None;
+                    sync_file_range(&self.file, from, n);
+                    self.writeback_from = self.len;
+                }
+            },
+            None => {
+                sync_file_range(&self.file, from, n);
+                self.writeback_from = self.len;
+            }
+        }
     }
 
     /// Makes everything appended so far durable.

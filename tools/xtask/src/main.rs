@@ -24,8 +24,12 @@ commands:
   test             setup, then rustfmt check, clippy (warnings denied) and every test
   demo             build fwrepo and fwget and walk through publishing, serving, a partner mirror
                    and a client update
-  bench ingest     ingest >= 1 GiB into a fresh store; compare with single-core BLAKE3
-  bench serve      fwrepo against nginx on the same bytes (installs nginx, wrk; needs 2 cores)
+  bench ingest [--size-mib N] [--dir DIR]...
+                   ingest 1 GiB on ext4 and tmpfs; compare with min(CPU floor, disk write
+                   rate) and with casync, restic on the same bytes (installs casync, restic)
+  bench serve [--runs N] [--seconds S]
+                   fwrepo against nginx (its best of several configurations) on the same
+                   bytes: throughput and server CPU per request (installs nginx, wrk)
   bench tokens     token verifications per second on one core, uncached and cached
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
@@ -59,11 +63,17 @@ fn run() -> Result<()> {
         }
         ["bench", "ingest", rest @ ..] => {
             setup::setup()?;
+            // The peers ingest is measured against, on the same bytes.
+            for tool in ["casync", "restic"] {
+                if !Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output()?.status.success() {
+                    apt_install(&[tool])?;
+                }
+            }
             cargo(&["run", "--release", "-p", "fwrepo-store", "--example", "bench-ingest", "--"], rest)
         }
-        ["bench", "serve"] => {
+        ["bench", "serve", rest @ ..] => {
             setup::setup()?;
-            bench_serve::run_bench()
+            bench_serve::run_bench(rest)
         }
         ["bench", "tokens", rest @ ..] => {
             setup::setup()?;

@@ -81,3 +81,35 @@ fn ranges_outside_the_blob_are_refused() {
     assert!(store.read_range(&r.blob, backwards).is_err());
     assert!(store.read_range(&r.blob, 100..100).unwrap().is_empty());
 }
+
+/// A file larger than several read buffers and past the point where pack writeback starts
+/// (16 MiB into a pack): the profiled path stores the same blob as the plain one, names every
+/// stage, and its waits fit inside each stage's wall time.
+#[test]
+fn profiled_ingest_of_a_file_stores_the_same_blob_and_accounts_for_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    fwrepo_store::Store::init(&data_dir, &fwrepo_store::InitOptions::default()).unwrap();
+    let data = crate::image(21, 40 << 20);
+    let input = dir.path().join("input.bin");
+    std::fs::write(&input, &data).unwrap();
+    let blob = {
+        let store = fwrepo_store::Store::open(&data_dir).unwrap();
+        let (r, profile) = store.ingest_path_profiled(&input).unwrap();
+        assert_eq!(r.blob, Digest::of(&data));
+        assert_eq!(r.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(r.new_bytes, data.len() as u64);
+        let names: Vec<&str> = profile.stages.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["read+cut", "sha256", "blake3", "write"]);
+        for s in &profile.stages {
+            assert!(s.wall >= s.wait_in + s.wait_out + s.io, "{s:?}: waits exceed the stage's wall time");
+        }
+        assert!(profile.stages.iter().any(|s| !s.cpu.is_zero()), "no stage used any CPU: {profile:?}");
+        // The plain path over the same bytes finds every chunk already stored.
+        let again = store.ingest_reader(&data[..], "mem").unwrap();
+        assert_eq!((again.blob, again.new_bytes), (r.blob, 0));
+        r.blob
+    };
+    let store = fwrepo_store::Store::open(&data_dir).unwrap();
+    assert_eq!(crate::read_all(&store, &blob), data);
+}
