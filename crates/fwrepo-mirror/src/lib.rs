@@ -102,10 +102,21 @@ impl Mirror {
 
     /// Opens the mirror data dir `dir` as its writer.
     pub fn open(dir: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        Mirror::open_with(dir, extra, false)
+    }
+
+    /// Opens the mirror data dir `dir` as a reader beside a possible writer (a sync or a
+    /// collection): for the status, which must never make a background sync fail on the lock.
+    /// A sync or a collection through it fails: the store refuses writes.
+    pub fn open_read_only(dir: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        Mirror::open_with(dir, extra, true)
+    }
+
+    fn open_with(dir: &Path, extra: &[&'static str], read_only: bool) -> Result<Mirror> {
         let config = MirrorConfig::load(dir)?;
         let root_path = dir.join(config::ROOT_FILE);
         let root = std::fs::read(&root_path).at(&root_path)?;
-        let opts = OpenOptions { read_only: false, extra_column_families: families(extra) };
+        let opts = OpenOptions { read_only, extra_column_families: families(extra) };
         let store = Arc::new(Store::open_with(dir, &opts)?);
         Ok(Mirror { dir: dir.to_owned(), store, config, root, busy: AtomicU8::new(IDLE) })
     }

@@ -177,7 +177,8 @@ fn time(t: Option<i64>) -> String {
 }
 
 fn status(a: StatusArgs) -> Result<Outcome> {
-    let mirror = Mirror::open(&a.data.data, &fwrepo_server::column_families())?;
+    // A reader: a status never holds the lock a background sync needs.
+    let mirror = Mirror::open_read_only(&a.data.data, &fwrepo_server::column_families())?;
     let s = mirror.status()?;
     let missing = mirror.missing()?;
     if a.json {
