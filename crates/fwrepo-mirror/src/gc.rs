@@ -149,9 +149,10 @@ impl Mirror {
     pub fn last_gc(&self) -> Result<Option<i64>> {
         let db = self.store().db();
         let Some(v) = db.get(db.require_cf(CF_STATE)?, LAST_GC)? else { return Ok(None) };
-        let t: [u8; 8] = fwrepo_db::decode(CF_STATE, FORMAT, &v)?
-            .try_into()
-            .map_err(|_| Error::Corrupt { what: format!("{CF_STATE} record"), reason: "gc time is not 8 bytes".into() })?;
+        let t: [u8; 8] = fwrepo_db::decode(CF_STATE, FORMAT, &v)?.try_into().map_err(|_| Error::Corrupt {
+            what: format!("{CF_STATE} record"),
+            reason: "gc time is not 8 bytes".into(),
+        })?;
         Ok(Some(i64::from_be_bytes(t)))
     }
 

@@ -573,16 +573,7 @@ fn a_revoked_partner_cannot_sync_and_its_mirror_keeps_serving() {
     let served = serve_mirror(&mirror);
     wait_background_sync(&mirror, since);
     origin.changing(|| {
-        ok(&fwrepo(&[
-            "token",
-            "revoke",
-            "--data",
-            &origin.data,
-            "--subject",
-            "partner:P-1",
-            "--keys",
-            &origin.keys,
-        ]))
+        ok(&fwrepo(&["token", "revoke", "--data", &origin.data, "--subject", "partner:P-1", "--keys", &origin.keys]))
     });
     let out = fwrepo(&["mirror", "sync", "--data", &mirror, "--timeout-secs", "5"]);
     assert_one_line_error(&out, "token from");
@@ -788,10 +779,9 @@ fn mirror_gc_killed_at_random_points_never_breaks_the_served_state() {
         kill_after(&["mirror", "gc", "--data", &mirror, "--grace", "0s"], delay);
         served_complete(&mirror);
     }
-    let r: serde_json::Value = serde_json::from_str(
-        ok(&fwrepo(&["mirror", "gc", "--data", &mirror, "--grace", "0s", "--json"])).trim(),
-    )
-    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(ok(&fwrepo(&["mirror", "gc", "--data", &mirror, "--grace", "0s", "--json"])).trim())
+            .unwrap();
     assert_eq!(r["blobs_in_grace"], 0, "{r}");
     served_complete(&mirror);
     // What is left is what the served metadata names: the replaced list and the junk are gone,
