@@ -193,11 +193,10 @@ fn wait_background_sync(mirror: &str, since: i64) {
     wait_for("the writer lock", || {
         let f = std::fs::File::open(Path::new(mirror).join("LOCK")).unwrap();
         // SAFETY: flock on a descriptor this function owns; released when `f` closes.
-        let free = unsafe {
+        unsafe {
             use std::os::unix::io::AsRawFd;
             libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0
-        };
-        free
+        }
     });
 }
 
