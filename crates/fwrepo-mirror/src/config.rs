@@ -27,6 +27,18 @@ pub struct MirrorConfig {
     /// Models to mirror; empty for every model the partner's token covers.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Seconds a blob the served metadata no longer names is kept (so a download of the old
+    /// version finishes) before `fwrepo mirror gc` removes it. Keep it longer than the longest
+    /// download plus the server's refresh period.
+    #[serde(default = "default_gc_grace_s")]
+    pub gc_grace_s: u64,
+}
+
+/// The grace period of `gc_grace_s` when `mirror.toml` does not set it: one hour.
+pub const DEFAULT_GC_GRACE_S: u64 = 3600;
+
+fn default_gc_grace_s() -> u64 {
+    DEFAULT_GC_GRACE_S
 }
 
 fn check_url(path: &Path, what: &str, url: &str) -> Result<()> {

@@ -45,6 +45,12 @@ pub enum Error {
     /// A target in scope has signed `custom` the mirror cannot use.
     #[error("target {target}: {reason}")]
     Target { target: String, reason: String },
+    /// A sync or a collection is already running on this mirror.
+    #[error("cannot {op} now: a {running} of this mirror is running")]
+    Busy { op: &'static str, running: &'static str },
+    /// A record of the mirror's own column family cannot be read.
+    #[error("{what}: {reason}")]
+    Corrupt { what: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,20 +11,25 @@
 //!   the status ([`fwrepo_repo::Repo::stage_mirror_switch`]). Until that batch the previous
 //!   complete state is what is served; a crash anywhere before it loses nothing but the
 //!   chunks in flight.
+//! - [`Mirror::gc`]: blobs the served metadata no longer names leave after a grace period
+//!   ([`gc`]).
 //! - [`state`]: the sync status `fwrepo mirror status`, `/metrics` and `/readyz` read.
 
 pub mod config;
 mod error;
+pub mod gc;
 pub mod state;
 mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use fwrepo_store::{InitOptions, OpenOptions, Store};
 
 pub use config::{MirrorConfig, check_root, read_credential};
 pub use error::{Error, Result};
+pub use gc::{GcOptions, GcReport};
 pub use state::{COLUMN_FAMILIES, SyncStatus, read_status};
 pub use sync::{SyncOptions, SyncReport};
 
@@ -41,6 +46,23 @@ pub struct Mirror {
     store: Arc<Store>,
     config: MirrorConfig,
     root: Vec<u8>,
+    /// What runs now: [`IDLE`], [`SYNC`] or [`GC`]. A sync and a collection must never
+    /// interleave (a collection between a sync's blobs and its switch could take a blob the
+    /// switch then names).
+    busy: AtomicU8,
+}
+
+const IDLE: u8 = 0;
+const SYNC: u8 = 1;
+const GC: u8 = 2;
+
+/// Marks the mirror idle again when dropped.
+pub(crate) struct Busy<'a>(&'a AtomicU8);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(IDLE, Ordering::Release);
+    }
 }
 
 /// Every column family a mirror's index has: the repository's (metadata, catalog), this
@@ -80,12 +102,33 @@ impl Mirror {
 
     /// Opens the mirror data dir `dir` as its writer.
     pub fn open(dir: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        Mirror::open_with(dir, extra, false)
+    }
+
+    /// Opens the mirror data dir `dir` as a reader beside a possible writer (a sync or a
+    /// collection): for the status, which must never make a background sync fail on the lock.
+    /// A sync or a collection through it fails: the store refuses writes.
+    pub fn open_read_only(dir: &Path, extra: &[&'static str]) -> Result<Mirror> {
+        Mirror::open_with(dir, extra, true)
+    }
+
+    fn open_with(dir: &Path, extra: &[&'static str], read_only: bool) -> Result<Mirror> {
         let config = MirrorConfig::load(dir)?;
         let root_path = dir.join(config::ROOT_FILE);
         let root = std::fs::read(&root_path).at(&root_path)?;
-        let opts = OpenOptions { read_only: false, extra_column_families: families(extra) };
+        let opts = OpenOptions { read_only, extra_column_families: families(extra) };
         let store = Arc::new(Store::open_with(dir, &opts)?);
-        Ok(Mirror { dir: dir.to_owned(), store, config, root })
+        Ok(Mirror { dir: dir.to_owned(), store, config, root, busy: AtomicU8::new(IDLE) })
+    }
+
+    /// Claims the mirror for a sync (`op` "sync") or a collection ("gc"); refused while the
+    /// other, or another of the same, runs.
+    pub(crate) fn busy(&self, op: &'static str) -> Result<Busy<'_>> {
+        let me = if op == "gc" { GC } else { SYNC };
+        match self.busy.compare_exchange(IDLE, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(Busy(&self.busy)),
+            Err(other) => Err(Error::Busy { op, running: if other == GC { "gc" } else { "sync" } }),
+        }
     }
 
     pub fn dir(&self) -> &Path {

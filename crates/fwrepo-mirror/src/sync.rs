@@ -235,6 +235,7 @@ impl Mirror {
         tokens: Option<U>,
         fetch: &FetchOptions,
     ) -> Result<SyncReport> {
+        let _busy = self.busy("sync")?;
         let t0 = Instant::now();
         let started = crate::now().timestamp();
         let fetcher = Fetcher::new(upstream, fetch.clone());

@@ -1,10 +1,11 @@
-//! `fwrepo mirror init | sync | status`: a partner mirror's data dir and its sync.
+//! `fwrepo mirror init | sync | status | gc`: a partner mirror's data dir, its sync and its
+//! garbage collection.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use fwrepo_mirror::{Mirror, MirrorConfig, SyncOptions};
+use fwrepo_mirror::{GcOptions, Mirror, MirrorConfig, SyncOptions};
 
 use crate::{Data, Outcome};
 
@@ -16,6 +17,8 @@ pub enum MirrorCommand {
     Sync(SyncArgs),
     /// Show the upstream, the last attempt and success, the served metadata and what is missing.
     Status(StatusArgs),
+    /// Remove blobs the served metadata no longer names, once their grace period is over.
+    Gc(GcArgs),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +40,9 @@ pub struct InitArgs {
     /// Models to mirror; default every model the partner may mirror.
     #[arg(long, value_name = "MODEL", num_args = 1..)]
     models: Vec<String>,
+    /// How long `mirror gc` keeps a blob the served metadata no longer names (`30m`, `1h`).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
+    gc_grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -49,6 +55,22 @@ pub struct SyncArgs {
     /// Longest wait for an answer or for the next body bytes, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+}
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    data: Data,
+    /// How long a blob stays after a collection first saw it unreferenced (`0s`, `30m`, `1h`);
+    /// default `gc_grace_s` of DATA/mirror.toml.
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+    grace: Option<Duration>,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -65,6 +87,7 @@ pub fn mirror(cmd: MirrorCommand) -> Result<Outcome> {
         MirrorCommand::Init(a) => init(a),
         MirrorCommand::Sync(a) => sync(a),
         MirrorCommand::Status(a) => status(a),
+        MirrorCommand::Gc(a) => gc(a),
     }
 }
 
@@ -75,6 +98,7 @@ fn init(a: InitArgs) -> Result<Outcome> {
         credential_file: std::path::absolute(&a.credential_file)
             .with_context(|| a.credential_file.display().to_string())?,
         models: a.models,
+        gc_grace_s: a.gc_grace.as_secs(),
     };
     Mirror::init(&a.data.data, &config, &a.root, &fwrepo_server::column_families())?;
     println!("mirror {} of {} (tokens from {})", a.data.data.display(), config.upstream, config.token_url);
@@ -120,13 +144,41 @@ fn sync(a: SyncArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+fn gc(a: GcArgs) -> Result<Outcome> {
+    let mirror = Mirror::open(&a.data.data, &fwrepo_server::column_families())?;
+    let grace = a.grace.unwrap_or(Duration::from_secs(mirror.config().gc_grace_s));
+    let r = mirror.gc(&GcOptions { grace, dry_run: a.dry_run })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(Outcome::Ok);
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!(
+        "{} live blobs, {} kept for their grace period ({} s){}; {verb} {} blobs ({} bytes)",
+        r.blobs_live,
+        r.blobs_in_grace,
+        grace.as_secs(),
+        r.next_expiry.map_or_else(String::new, |t| format!(", the next expires {}", time(Some(t)))),
+        r.blobs_expired,
+        r.bytes_expired,
+    );
+    if let Some(s) = &r.store {
+        println!(
+            "store: removed {} chunks; rewrote {} packs, removed {} packs; reclaimed {} bytes",
+            s.chunks_removed, s.packs_rewritten, s.packs_removed, s.bytes_reclaimed
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
 fn time(t: Option<i64>) -> String {
     t.and_then(|s| chrono::DateTime::<chrono::Utc>::from_timestamp(s, 0))
         .map_or_else(|| "never".to_owned(), |d| d.to_rfc3339())
 }
 
 fn status(a: StatusArgs) -> Result<Outcome> {
-    let mirror = Mirror::open(&a.data.data, &fwrepo_server::column_families())?;
+    // A reader: a status never holds the lock a background sync needs.
+    let mirror = Mirror::open_read_only(&a.data.data, &fwrepo_server::column_families())?;
     let s = mirror.status()?;
     let missing = mirror.missing()?;
     if a.json {
@@ -134,6 +186,7 @@ fn status(a: StatusArgs) -> Result<Outcome> {
         v["upstream"] = mirror.config().upstream.clone().into();
         v["token_url"] = mirror.config().token_url.clone().into();
         v["missing"] = serde_json::to_value(&missing)?;
+        v["last_gc"] = serde_json::to_value(mirror.last_gc()?)?;
         println!("{v}");
         return Ok(Outcome::Ok);
     }
@@ -145,6 +198,7 @@ fn status(a: StatusArgs) -> Result<Outcome> {
     );
     println!("last attempt:  {}", time(s.last_attempt));
     println!("last success:  {}", time(s.last_success));
+    println!("last gc:       {}", time(mirror.last_gc()?));
     if let Some(e) = &s.last_error {
         println!("last error:    {e} ({} failures in a row)", s.consecutive_failures);
     }
@@ -164,8 +218,17 @@ fn status(a: StatusArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Parses `300s`, `5m`, `1h` or plain seconds.
+/// Parses `300s`, `5m`, `1h` or plain seconds; at least one second.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_grace(s)?;
+    if d.is_zero() {
+        return Err("the interval must be at least one second".into());
+    }
+    Ok(d)
+}
+
+/// Parses `300s`, `5m`, `1h` or plain seconds; zero allowed.
+fn parse_grace(s: &str) -> Result<Duration, String> {
     let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
@@ -177,9 +240,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600,
         _ => return Err(format!("{s:?}: unit must be s, m or h")),
     };
-    if secs == 0 {
-        return Err("the interval must be at least one second".into());
-    }
     Ok(Duration::from_secs(secs))
 }
 
@@ -199,6 +259,25 @@ pub fn report_status(state: &fwrepo_server::ServerState, store: &fwrepo_store::S
     }
 }
 
+/// One `fwrepo mirror gc` child; its failure is only logged.
+async fn collect(exe: &std::path::Path, data: &std::path::Path) {
+    let out = tokio::process::Command::new(exe)
+        .arg("mirror")
+        .arg("gc")
+        .arg("--data")
+        .arg(data)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {
+            tracing::info!(report = %String::from_utf8_lossy(&o.stdout).trim(), "mirror gc");
+        }
+        Ok(o) => tracing::warn!(error = %String::from_utf8_lossy(&o.stderr).trim(), "mirror gc failed"),
+        Err(e) => tracing::warn!(error = %e, "mirror gc did not start"),
+    }
+}
+
 /// A pseudo-random fraction in [0, 1) for jitter; no need for more than the clock's nanos.
 fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -208,6 +287,8 @@ fn jitter() -> f64 {
 /// The background sync of `fwrepo serve --mirror`: `fwrepo mirror sync` as a child process
 /// (the server is a reader beside it; a crashed sync takes nothing down), every `interval`,
 /// after failures sooner with exponential backoff from 5 s, jittered, capped at `interval`.
+/// After each successful sync, `fwrepo mirror gc` (grace from `mirror.toml`) as a child the
+/// same way; a failed collection is logged and changes nothing for the next sync.
 pub async fn sync_loop(data: PathBuf, interval: Duration) {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -229,6 +310,7 @@ pub async fn sync_loop(data: PathBuf, interval: Duration) {
         let wait = match out {
             Ok(o) if o.status.success() => {
                 failures = 0;
+                collect(&exe, &data).await;
                 interval
             }
             result => {

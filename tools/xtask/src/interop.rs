@@ -1,6 +1,8 @@
 //! The python-tuf interop step of `cargo xtask test`: publish with the `fwrepo` binary,
 //! export, and let python-tuf (in a venv under the target dir) verify the export and follow a
-//! root rotation. Prints `N passed, N failed`.
+//! root rotation, then the same against `fwrepo serve` and against a partner mirror synced
+//! from it (`fwrepo serve --mirror`): the mirror's metadata and targets must verify unchanged.
+//! Prints `N passed, N failed`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,11 +64,13 @@ pub fn run_interop() -> Result<()> {
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut client = |args: &[&str]| -> Result<()> {
         // Runs against the export unless the call names a server; each source keeps its own
-        // trusted metadata.
+        // trusted metadata (a mirror's client starts again from the v1 root).
         let (source, metadata): (Vec<&std::ffi::OsStr>, PathBuf) = match args.iter().position(|a| *a == "--server") {
+            Some(i) if args.get(i + 2) == Some(&"--via-mirror") => (vec![], work.join("mirror-client-metadata")),
             Some(_) => (vec![], work.join("server-client-metadata")),
             None => (vec!["--repo".as_ref(), export.as_os_str()], meta.clone()),
         };
+        let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--via-mirror").collect();
         let out = Command::new(&python)
             .arg(&script)
             .args(&source)
@@ -76,7 +80,7 @@ pub fn run_interop() -> Result<()> {
             .arg(&trusted_root)
             .arg("--target-dir")
             .arg(work.join("downloads"))
-            .args(args)
+            .args(&args)
             .output()
             .context("running the python-tuf client")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -120,29 +124,134 @@ pub fn run_interop() -> Result<()> {
         .arg(&data)
         .arg("--keys")
         .arg(&keys)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--refresh-secs", "1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
-        &mut line,
-    )?;
-    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    let url = listening(&mut server)?;
     let served = (|| {
         client(&["--server", &url, "--token", token.trim(), "--target", &second, "--expect-root-version", "2"])?;
         client(&["--server", &url, "--denied", &second])
     })();
-    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
-    let _ = server.wait();
-    served?;
+    // A partner mirror of the origin: python-tuf verifies its metadata (walking the root
+    // chain from v1) and its targets as the origin's, with the origin's token.
+    let mirrored = served.and_then(|()| {
+        let mut mirror = start_mirror(&fwrepo, &work, &data, &keys, &url, &trusted_root, &model)?;
+        let r = listening(&mut mirror).and_then(|murl| {
+            client(&[
+                "--server",
+                &murl,
+                "--via-mirror",
+                "--token",
+                token.trim(),
+                "--target",
+                &second,
+                "--expect-root-version",
+                "2",
+            ])?;
+            client(&["--server", &murl, "--via-mirror", "--denied", &second])
+        });
+        stop(&mut mirror);
+        r
+    });
+    stop(&mut server);
+    mirrored?;
 
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         bail!("python-tuf interop: {failed} failed");
     }
     Ok(())
+}
+
+/// The base URL a just-started `fwrepo serve` prints on its first line.
+fn listening(server: &mut std::process::Child) -> Result<String> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
+        &mut line,
+    )?;
+    Ok(line.trim().rsplit(' ').next().unwrap_or_default().to_owned())
+}
+
+fn stop(server: &mut std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let _ = server.wait();
+}
+
+/// A partner that may mirror `model`, the auth documents published, a mirror data dir synced
+/// from the origin at `origin`, and `fwrepo serve --mirror` over it (started, not yet read).
+fn start_mirror(
+    fwrepo: &Path,
+    work: &Path,
+    data: &Path,
+    keys: &Path,
+    origin: &str,
+    root: &Path,
+    model: &str,
+) -> Result<std::process::Child> {
+    use std::os::unix::fs::PermissionsExt;
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| -> Result<String> {
+        let mut c = Command::new(fwrepo);
+        for a in args {
+            c.arg(a);
+        }
+        run_capture(&mut c)
+    };
+    const CREDENTIAL: &str = "interop-partner-credential";
+    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(CREDENTIAL.as_bytes()))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let partners = work.join("partners.csv");
+    std::fs::write(
+        &partners,
+        format!(
+            "partner,name,level,status,models,may_mirror,credential_sha256\nINTEROP-P,Interop Mirror,authorized,active,{model},true,{}\n",
+            digest
+        ),
+    )?;
+    run(&[&"entitlements", &"import", &"--data", &data, &partners])?;
+    run(&[&"auth", &"publish", &"--data", &data, &"--keys", &keys])?;
+    let cred = work.join("partner.credential");
+    std::fs::write(&cred, format!("{CREDENTIAL}\n"))?;
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600))?;
+    let mirror = work.join("mirror");
+    run(&[
+        &"mirror",
+        &"init",
+        &"--data",
+        &mirror,
+        &"--upstream",
+        &origin,
+        &"--root",
+        &root,
+        &"--credential-file",
+        &cred,
+    ])?;
+    // The origin server picks up the new records and auth documents within its refresh period.
+    let mut last = None;
+    for _ in 0..20 {
+        match run(&[&"mirror", &"sync", &"--data", &mirror, &"--timeout-secs", &"10"]) {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    if let Some(e) = last {
+        return Err(e.context("syncing the interop mirror"));
+    }
+    Ok(Command::new(fwrepo)
+        .arg("serve")
+        .arg("--data")
+        .arg(&mirror)
+        .args(["--mirror", "--listen", "127.0.0.1:0", "--sync-interval", "1h"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
 }
 
 /// The consistent-snapshot file `DIR/<sha256>.<name>` of target `path` under `targets`.

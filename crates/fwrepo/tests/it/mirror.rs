@@ -158,6 +158,114 @@ fn sync_json(mirror: &str) -> serde_json::Value {
     serde_json::from_str(ok(&out).trim()).unwrap()
 }
 
+/// `fwrepo mirror init` of `DIR/NAME` from `upstream` with the partner credential `cred`.
+fn init_mirror(dir: &Path, name: &str, upstream: &str, root: &str, cred: &str, extra: &[&str]) -> String {
+    let mirror = dir.join(name).display().to_string();
+    let mut args =
+        vec!["mirror", "init", "--data", &mirror, "--upstream", upstream, "--root", root, "--credential-file", cred];
+    args.extend_from_slice(extra);
+    ok(&fwrepo(&args));
+    mirror
+}
+
+/// `fwrepo serve --mirror` of `mirror`, its background sync an hour apart (the first one runs
+/// at start).
+fn serve_mirror(mirror: &str) -> Server {
+    serve(&["--data", mirror, "--mirror", "--listen", "127.0.0.1:0", "--refresh-secs", "1", "--sync-interval", "1h"])
+}
+
+fn status_json(mirror: &str) -> serde_json::Value {
+    serde_json::from_str(ok(&fwrepo(&["mirror", "status", "--data", mirror, "--json"])).trim()).unwrap()
+}
+
+/// Waits until the background sync a mirror server starts with, and the collection after it,
+/// have finished (the data dir's writer lock is free again), so a test's own sync does not
+/// meet them.
+fn wait_background_sync(mirror: &str, since: i64) {
+    wait_for("the background sync and gc", || {
+        // `mirror status` opens the data dir as its writer: it fails while they run.
+        let out = fwrepo(&["mirror", "status", "--data", mirror, "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["last_gc"]
+                .as_i64()
+                .is_some_and(|t| t >= since)
+    });
+    wait_for("the writer lock", || {
+        let f = std::fs::File::open(Path::new(mirror).join("LOCK")).unwrap();
+        // SAFETY: flock on a descriptor this function owns; released when `f` closes.
+        unsafe {
+            use std::os::unix::io::AsRawFd;
+            libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0
+        }
+    });
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A `mirror` token of partner P-1 from the origin, as a bearer header value.
+fn mirror_bearer(origin: &Origin) -> String {
+    let (status, _, body) = http(
+        &origin.server.addr,
+        "POST",
+        "/v1/tokens",
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"partner_credential":"{CREDENTIAL}","scope":"mirror"}}"#).as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    format!("Bearer {}", v["token"].as_str().unwrap())
+}
+
+/// The chunks of `blobs` (their chunk indexes as the origin serves them) that the mirror's
+/// store lacks, counted once, and their bytes: what a sync of them must fetch, no more, no less.
+fn lacking(mirror: &str, origin: &Origin, bearer: &str, blobs: &[String]) -> (u64, u64) {
+    let mut lens = std::collections::HashMap::new();
+    let mut wanted = Vec::new();
+    for b in blobs {
+        let (status, _, body) =
+            http(&origin.server.addr, "GET", &format!("/v1/blobs/{b}/chunks"), &[("Authorization", bearer)], b"");
+        assert_eq!(status, 200, "chunk index of {b}");
+        for (id, len) in fwrepo_store::ChunkIndex::parse(&body).unwrap().chunks {
+            lens.insert(id, u64::from(len));
+            wanted.push(id);
+        }
+    }
+    let store = fwrepo_store::Store::open_read_only(Path::new(mirror)).unwrap();
+    let missing = store.missing_chunks(&wanted).unwrap();
+    (missing.len() as u64, missing.iter().map(|id| lens[id]).sum())
+}
+
+/// The in-scope firmware of release `n` that release `n - 1` does not have, as blob ids.
+fn new_blobs(origin: &Origin, n: usize, model: &str) -> Vec<String> {
+    let old: std::collections::HashSet<_> =
+        origin.releases[..n].iter().flat_map(|r| r.components.iter().map(|c| blake3::hash(&c.data))).collect();
+    let mut out: Vec<String> = origin.releases[n]
+        .components
+        .iter()
+        .filter(|c| c.models.iter().any(|m| m == model) && !old.contains(&blake3::hash(&c.data)))
+        .map(|c| blake3::hash(&c.data).to_hex().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The blob id of target `path` in the metadata `mirror` serves.
+fn auth_blob(mirror: &str, path: &str) -> String {
+    let opts = fwrepo_store::OpenOptions { read_only: true, extra_column_families: fwrepo_repo::column_families() };
+    let store = std::sync::Arc::new(fwrepo_store::Store::open_with(Path::new(mirror), &opts).unwrap());
+    let targets = fwrepo_repo::Repo::over(store).targets().unwrap();
+    let t = targets.iter().find(|(p, _)| p.as_str() == path).unwrap_or_else(|| panic!("no target {path}")).1;
+    t.custom.as_ref().unwrap()["blake3"].as_str().unwrap().to_owned()
+}
+
+fn fsck_clean(data: &str) {
+    let out = fwrepo(&["fsck", "--data", data]);
+    assert!(out.status.success(), "fsck: {}", String::from_utf8_lossy(&out.stdout));
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !f() {
@@ -221,6 +329,14 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     assert_eq!(http(&origin.server.addr, "GET", &other_path, &ranged, b"").0, 403);
     assert_eq!(http(&origin.server.addr, "GET", &format!("{other_path}/chunks"), &ranged[..1], b"").0, 403);
     assert!(first["wire_bytes"].as_u64().unwrap() >= first["chunk_bytes_fetched"].as_u64().unwrap());
+    // A customer's `download` token cannot sync: the auth documents a sync needs are for
+    // `mirror` tokens only.
+    let customer = origin.customer_token();
+    let revocations = format!("/v1/blobs/{}", auth_blob(&mirror, "auth/revocations.json"));
+    let auth = [("Authorization", customer.as_str())];
+    assert_eq!(http(&origin.server.addr, "GET", &revocations, &auth, b"").0, 403);
+    let partner = [("Authorization", mirror_bearer.as_str())];
+    assert_eq!(http(&origin.server.addr, "GET", &revocations, &partner, b"").0, 200);
 
     // Nothing changed upstream: a conditional timestamp request and the token exchange.
     let again = sync_json(&mirror);
@@ -228,17 +344,9 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     assert_eq!(again["chunks_fetched"], 0);
     assert!(again["wire_bytes"].as_u64().unwrap() < 4096, "{again}");
 
-    let served = serve(&[
-        "--data",
-        &mirror,
-        "--mirror",
-        "--listen",
-        "127.0.0.1:0",
-        "--refresh-secs",
-        "1",
-        "--sync-interval",
-        "1h",
-    ]);
+    let since = unix_now();
+    let served = serve_mirror(&mirror);
+    wait_background_sync(&mirror, since);
     let maddr = served.addr.as_str();
     let bearer = origin.customer_token();
 
@@ -270,9 +378,11 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     assert!(String::from_utf8_lossy(&metrics).contains("fwrepo_mirror_last_success_seconds"));
     assert_eq!(http(maddr, "GET", "/readyz", &[], b"").0, 200);
 
-    // A second release: only the chunks the mirror lacks are fetched.
+    // A second release: exactly the chunks the mirror's store lacks are fetched, each once.
     let next = origin.series.next().unwrap();
     origin.publish(dir.path(), next);
+    let new_ids = new_blobs(&origin, 1, &model);
+    let (lack_chunks, lack_bytes) = lacking(&mirror, &origin, &mirror_bearer, &new_ids);
     let second = sync_json(&mirror);
     let new_blobs: Vec<&fwrepo_synth::Component> = origin.releases[1]
         .components
@@ -281,8 +391,11 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
         .collect();
     assert!(!new_blobs.is_empty(), "the series changes a component of the model");
     let new_bytes: usize = new_blobs.iter().map(|c| c.data.len()).sum();
-    let fetched = second["chunk_bytes_fetched"].as_u64().unwrap();
-    assert!(fetched > 0 && (fetched as usize) < new_bytes, "fetched {fetched} of {new_bytes} new bytes: {second}");
+    assert_eq!(second["targets_new"].as_u64().unwrap(), new_ids.len() as u64, "{second}");
+    assert_eq!(second["chunks_fetched"].as_u64().unwrap(), lack_chunks, "{second}");
+    assert_eq!(second["chunk_bytes_fetched"].as_u64().unwrap(), lack_bytes, "{second}");
+    assert!(lack_bytes > 0 && (lack_bytes as usize) < new_bytes, "lacked {lack_bytes} of {new_bytes} new bytes");
+    assert_eq!(lacking(&mirror, &origin, &mirror_bearer, &new_ids), (0, 0));
     assert_eq!(second["timestamp_version"].as_u64().unwrap(), first["timestamp_version"].as_u64().unwrap() + 1);
     let changed = new_blobs[0];
     let new_path = format!("/v1/blobs/{}", blake3::hash(&changed.data).to_hex());
@@ -404,4 +517,287 @@ fn example_mirror_config_parses() {
     assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
     assert_eq!(config.tls_key.as_deref(), Some(Path::new("/etc/fwrepo/tls/mirror.key")));
     assert_eq!(config.audit_log.as_deref(), Some(Path::new("/var/log/fwrepo/mirror-audit.jsonl")));
+}
+
+#[test]
+fn mirror_of_a_mirror_gets_its_token_from_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let first = init_mirror(dir.path(), "first", &origin.url(), &root, &cred, &[]);
+    let synced = sync_json(&first);
+    let since = unix_now();
+    let served_first = serve_mirror(&first);
+    let first_url = format!("http://{}", served_first.addr);
+    wait_background_sync(&first, since);
+
+    // An upstream mirror issues no tokens: the sync says where they come from.
+    let lost = init_mirror(dir.path(), "lost", &first_url, &root, &cred, &[]);
+    let out = fwrepo(&["mirror", "sync", "--data", &lost, "--timeout-secs", "5"]);
+    assert_one_line_error(&out, &format!("{}/v1/tokens", origin.url()));
+
+    // With the token from the origin, the second mirror gets everything from the first.
+    let second = init_mirror(dir.path(), "second", &first_url, &root, &cred, &["--token-url", &origin.url()]);
+    let r = sync_json(&second);
+    assert_eq!(r["targets_new"], synced["targets_new"], "{r}");
+    assert_eq!(r["chunks_fetched"], synced["chunks_fetched"], "{r}");
+    assert_eq!(r["timestamp_version"], synced["timestamp_version"], "{r}");
+    fsck_clean(&second);
+
+    let since = unix_now();
+    let served_second = serve_mirror(&second);
+    wait_background_sync(&second, since);
+    let addr = served_second.addr.as_str();
+    let (_, _, ts) = http(addr, "GET", "/metadata/timestamp.json", &[], b"");
+    assert_eq!(ts, origin.timestamp(), "the origin's timestamp, byte for byte");
+    let model = &origin.releases[0].components[0].models[0];
+    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(model)).unwrap();
+    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
+    let bearer = origin.customer_token();
+    let (status, _, body) = http(addr, "GET", &path, &[("Authorization", &bearer)], b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, comp.data);
+}
+
+#[test]
+fn a_revoked_partner_cannot_sync_and_its_mirror_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
+    sync_json(&mirror);
+    let since = unix_now();
+    let served = serve_mirror(&mirror);
+    wait_background_sync(&mirror, since);
+    origin.changing(|| {
+        ok(&fwrepo(&["token", "revoke", "--data", &origin.data, "--subject", "partner:P-1", "--keys", &origin.keys]))
+    });
+    let out = fwrepo(&["mirror", "sync", "--data", &mirror, "--timeout-secs", "5"]);
+    assert_one_line_error(&out, "token from");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 401") || stderr.contains("HTTP 403"), "{stderr}");
+    assert_eq!(status_json(&mirror)["consecutive_failures"], 1);
+
+    // The customers of the mirror are not affected.
+    let model = &origin.releases[0].components[0].models[0];
+    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(model)).unwrap();
+    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
+    let bearer = origin.customer_token();
+    let (status, _, body) = http(&served.addr, "GET", &path, &[("Authorization", &bearer)], b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, comp.data);
+    assert_eq!(http(&served.addr, "GET", "/readyz", &[], b"").0, 200);
+}
+
+#[test]
+fn a_narrowed_mirror_answers_not_carried_for_other_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    // P-1 may mirror one model; the customer's serial is for that model too. Narrow the
+    // mirror to a model of the release the partner may not mirror: nothing of the customer's
+    // model is carried.
+    let model = origin.releases[0].components[0].models[0].clone();
+    let other = origin.releases[0]
+        .components
+        .iter()
+        .flat_map(|c| c.models.iter())
+        .find(|m| **m != model)
+        .expect("the release has firmware for more than one model")
+        .clone();
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &["--models", &other]);
+    let r = sync_json(&mirror);
+    assert_eq!(r["targets_in_scope"], 2, "only the auth documents: {r}");
+    let since = unix_now();
+    let served = serve_mirror(&mirror);
+    wait_background_sync(&mirror, since);
+    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(&model)).unwrap();
+    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
+    let bearer = origin.customer_token();
+    let (status, _, body) = http(&served.addr, "GET", &path, &[("Authorization", &bearer)], b"");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "not_carried", "{v}");
+    // The origin has it.
+    assert_eq!(http(&origin.server.addr, "GET", &path, &[("Authorization", &bearer)], b"").0, 200);
+}
+
+#[test]
+fn a_mirror_whose_timestamp_expired_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::new(dir.path());
+    // The origin re-signs its timestamp with a few seconds of validity.
+    // Long enough for the setup below on a loaded machine.
+    const VALID_S: i64 = 30;
+    origin.changing(|| {
+        let config = fwrepo_tuf::Config {
+            expiries: fwrepo_tuf::Expiries {
+                timestamp: chrono::TimeDelta::seconds(VALID_S),
+                ..fwrepo_tuf::Expiries::default()
+            },
+            ..fwrepo_tuf::Config::default()
+        };
+        let repo = fwrepo_repo::Repo::open(Path::new(&origin.data)).unwrap().with_config(config);
+        let keys = Path::new(&origin.keys);
+        let ring = fwrepo_repo::Keyring::load(keys, &fwrepo_repo::Role::ONLINE).unwrap();
+        repo.refresh(&ring, keys, chrono::DateTime::from(std::time::SystemTime::now())).unwrap();
+    });
+    let signed_at = unix_now();
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
+    sync_json(&mirror);
+    let served = serve_mirror(&mirror);
+    if unix_now() < signed_at + VALID_S - 2 {
+        assert_eq!(http(&served.addr, "GET", "/readyz", &[], b"").0, 200);
+    }
+    let deadline = signed_at + VALID_S + 15;
+    while http(&served.addr, "GET", "/readyz", &[], b"").0 != 503 {
+        assert!(unix_now() < deadline, "still ready after the served timestamp expired");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(unix_now() >= signed_at + VALID_S - 3, "not ready before the timestamp expired");
+    // Still serving what it has: metadata is public.
+    assert_eq!(http(&served.addr, "GET", "/metadata/timestamp.json", &[], b"").0, 200);
+}
+
+/// Starts `fwrepo ARGS` and SIGKILLs it after `delay` unless it ended before; whether it ended.
+fn kill_after(args: &[&str], delay: Duration) -> bool {
+    let mut child = Command::new(bin()).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(delay);
+    let ended = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    child.wait().unwrap();
+    ended
+}
+
+/// The served state is complete: every in-scope target the served metadata names is stored,
+/// every stored blob and chunk verifies.
+fn served_complete(mirror: &str) {
+    assert_eq!(status_json(mirror)["missing"], serde_json::json!([]));
+    fsck_clean(mirror);
+}
+
+#[test]
+fn sync_killed_at_random_points_resumes_without_fetching_twice() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
+    let t = Instant::now();
+    let first = sync_json(&mirror);
+    let took = t.elapsed();
+    let model = origin.releases[0].components[0].models[0].clone();
+    for _ in 0..2 {
+        let next = origin.series.next().unwrap();
+        origin.publish(dir.path(), next);
+    }
+    let bearer = mirror_bearer(&origin);
+    let mut new_ids = new_blobs(&origin, 1, &model);
+    new_ids.extend(new_blobs(&origin, 2, &model));
+    new_ids.sort();
+    new_ids.dedup();
+    let (lack_chunks, _) = lacking(&mirror, &origin, &bearer, &new_ids);
+    assert!(lack_chunks > 0);
+    let before = first["timestamp_version"].as_u64().unwrap();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut ended = 0;
+    for _ in 0..6 {
+        let delay = took.mul_f64(rng.random_range(0.0..1.5));
+        ended += u32::from(kill_after(&["mirror", "sync", "--data", &mirror, "--timeout-secs", "5"], delay));
+        served_complete(&mirror);
+        let now = status_json(&mirror)["timestamp_version"].as_u64().unwrap();
+        assert!(now == before || now == before + 2, "served timestamp {now}: neither the old nor the new state");
+        if now > before {
+            break;
+        }
+    }
+    // A clean sync fetches exactly what the killed ones had not stored yet.
+    let (still_chunks, still_bytes) = lacking(&mirror, &origin, &bearer, &new_ids);
+    assert!(still_chunks <= lack_chunks);
+    let clean = sync_json(&mirror);
+    assert_eq!(clean["chunks_fetched"].as_u64().unwrap(), still_chunks, "{clean} ({ended} rounds ended by themselves)");
+    assert_eq!(clean["chunk_bytes_fetched"].as_u64().unwrap(), still_bytes, "{clean}");
+    assert_eq!(lacking(&mirror, &origin, &bearer, &new_ids), (0, 0));
+    assert_eq!(clean["timestamp_version"].as_u64().unwrap(), before + 2, "{clean}");
+    served_complete(&mirror);
+}
+
+#[test]
+fn mirror_gc_killed_at_random_points_never_breaks_the_served_state() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &["--gc-grace", "1h"]);
+    sync_json(&mirror);
+    let old_revocations = auth_blob(&mirror, "auth/revocations.json");
+    // A new revocation list replaces the old one: the old blob is no longer named.
+    origin.changing(|| {
+        ok(&fwrepo(&[
+            "token",
+            "revoke",
+            "--data",
+            &origin.data,
+            "--subject",
+            "serial:SRV0000001",
+            "--keys",
+            &origin.keys,
+        ]))
+    });
+    let next = origin.series.next().unwrap();
+    origin.publish(dir.path(), next);
+    sync_json(&mirror);
+    assert_ne!(auth_blob(&mirror, "auth/revocations.json"), old_revocations);
+    let stats = |m: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&fwrepo(&["stats", "--data", m, "--json"]))).unwrap()
+    };
+    let blobs = stats(&mirror)["blobs"].as_u64().unwrap();
+
+    // Within the grace period (mirror.toml: 1 h) nothing goes.
+    let r: serde_json::Value =
+        serde_json::from_str(ok(&fwrepo(&["mirror", "gc", "--data", &mirror, "--json"])).trim()).unwrap();
+    assert_eq!(r["blobs_in_grace"], 1, "{r}");
+    assert_eq!(r["blobs_expired"], 0, "{r}");
+    assert_eq!(stats(&mirror)["blobs"].as_u64().unwrap(), blobs);
+
+    // Garbage that shares chunks with served firmware, collected with no grace by collections
+    // killed at random points.
+    let model = origin.releases[0].components[0].models[0].clone();
+    let live = origin.releases[1].components.iter().find(|c| c.models.contains(&model)).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for round in 0..5u64 {
+        let mut junk = live.data.clone();
+        junk.extend(crate::image(100 + round, 2 << 20));
+        let file = dir.path().join(format!("junk{round}.bin"));
+        std::fs::write(&file, &junk).unwrap();
+        ok(&fwrepo(&["ingest", "--data", &mirror, file.to_str().unwrap()]));
+        let delay = Duration::from_millis(rng.random_range(0..400));
+        kill_after(&["mirror", "gc", "--data", &mirror, "--grace", "0s"], delay);
+        served_complete(&mirror);
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(ok(&fwrepo(&["mirror", "gc", "--data", &mirror, "--grace", "0s", "--json"])).trim())
+            .unwrap();
+    assert_eq!(r["blobs_in_grace"], 0, "{r}");
+    served_complete(&mirror);
+    // What is left is what the served metadata names: the replaced list and the junk are gone,
+    // the firmware the junk shared chunks with is whole.
+    assert_eq!(r["blobs_live"].as_u64().unwrap(), blobs - 1, "{r}");
+    assert_eq!(stats(&mirror)["blobs"].as_u64().unwrap(), blobs - 1);
+    assert!(!fwrepo(&["cat", "--data", &mirror, &old_revocations]).status.success());
+    let id = blake3::hash(&live.data).to_hex().to_string();
+    assert_eq!(ok_bytes(&fwrepo(&["cat", "--data", &mirror, &id])), live.data);
+}
+
+fn ok_bytes(out: &Output) -> Vec<u8> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.clone()
 }

@@ -9,7 +9,7 @@ use fwrepo_fetch::{Fault, FetchOptions, MemoryTransport, RetryPolicy};
 use fwrepo_mirror::{Mirror, MirrorConfig};
 use fwrepo_tuf::{Config, Repository, RoleSpec, RootSpec, SigningKey, TargetFile, TargetPath};
 
-fn data(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -21,11 +21,11 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn now() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from(std::time::SystemTime::now())
 }
 
-fn quick() -> FetchOptions {
+pub(crate) fn quick() -> FetchOptions {
     FetchOptions {
         retry: RetryPolicy {
             attempts: 2,
@@ -38,16 +38,16 @@ fn quick() -> FetchOptions {
     }
 }
 
-struct Upstream {
-    keys: Vec<SigningKey>,
-    repo: Repository,
-    peer: MemoryTransport,
+pub(crate) struct Upstream {
+    pub(crate) keys: Vec<SigningKey>,
+    pub(crate) repo: Repository,
+    pub(crate) peer: MemoryTransport,
     root_v1: Vec<u8>,
     timestamp_v1: Vec<u8>,
 }
 
 impl Upstream {
-    fn new() -> Upstream {
+    pub(crate) fn new() -> Upstream {
         let keys: Vec<SigningKey> = (1..=4).map(|n| SigningKey::from_seed(&[n; 32])).collect();
         let one = |k: &SigningKey| RoleSpec::new(vec![k.public_key()], 1);
         let spec =
@@ -66,7 +66,7 @@ impl Upstream {
     }
 
     /// Publishes firmware `bytes` of release `release` for model M1; returns the blob path.
-    fn publish(&mut self, release: &str, name: &str, bytes: &[u8]) -> String {
+    pub(crate) fn publish(&mut self, release: &str, name: &str, bytes: &[u8]) -> String {
         let chunker = Chunker::new(ChunkerParams::default());
         let index = ChunkIndex {
             blob_len: bytes.len() as u64,
@@ -92,7 +92,7 @@ impl Upstream {
     }
 }
 
-fn mirror(dir: &std::path::Path, up: &Upstream) -> Mirror {
+pub(crate) fn mirror(dir: &std::path::Path, up: &Upstream) -> Mirror {
     let root = dir.join("1.root.json");
     std::fs::write(&root, &up.root_v1).unwrap();
     let cred = dir.join("cred");
@@ -103,15 +103,16 @@ fn mirror(dir: &std::path::Path, up: &Upstream) -> Mirror {
         token_url: "http://upstream.invalid".into(),
         credential_file: cred,
         models: Vec::new(),
+        gc_grace_s: fwrepo_mirror::config::DEFAULT_GC_GRACE_S,
     };
     Mirror::init(&dir.join("mirror"), &config, &root, &[]).unwrap()
 }
 
-fn served_timestamp(m: &Mirror) -> Option<Vec<u8>> {
+pub(crate) fn served_timestamp(m: &Mirror) -> Option<Vec<u8>> {
     fwrepo_repo::read_metadata(m.store().db(), "timestamp.json").unwrap()
 }
 
-async fn sync(m: &Mirror, up: &Upstream) -> fwrepo_mirror::Result<fwrepo_mirror::SyncReport> {
+pub(crate) async fn sync(m: &Mirror, up: &Upstream) -> fwrepo_mirror::Result<fwrepo_mirror::SyncReport> {
     m.sync_over(up.peer.clone(), None::<MemoryTransport>, &quick()).await
 }
 

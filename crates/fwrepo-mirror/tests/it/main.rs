@@ -1,0 +1,5 @@
+//! Integration tests of the mirror against an in-memory upstream: one binary, a module per
+//! concern.
+
+mod gc;
+mod hostile;
