@@ -12,9 +12,10 @@
 //! Which blobs hold a chunk comes from [`ChunkOwners`]: an in-memory map chunk id → the
 //! distinct model lists of the catalog's blobs that contain it, built from the catalog and the
 //! store's chunk indexes on the first request that names a base, and rebuilt after a refresh
-//! only when the catalog's release list changed (releases are immutable once published). It
-//! costs about 45 bytes per distinct chunk (a 32-byte key and a 4-byte set index in a
-//! `HashMap`), so a million chunks take ~45 MB; the alternative, a `chunk → blobs` column
+//! only when the catalog's release list changed (releases are immutable once published). By
+//! its layout (estimated, not measured) it costs about 45 bytes per distinct chunk (a 32-byte
+//! key and a 4-byte set index in a `HashMap`), so a million chunks take ~45 MB, and a build
+//! reads every catalog blob's chunk index once; the alternative, a `chunk → blobs` column
 //! family written at ingest, would have to be kept right by ingest, gc and mirror sync alike.
 //!
 //! # Cost

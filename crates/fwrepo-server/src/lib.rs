@@ -34,7 +34,8 @@
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
 //! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
-//! `limit` (token rate limits, client keys), [`metrics`], `audit`.
+//! `limit` (token rate limits, client keys), [`metrics`], `audit`, `deltas` (chunk-pair
+//! deltas: the gate on blob and bases, the bounded pool and cache).
 
 mod audit;
 mod body;
