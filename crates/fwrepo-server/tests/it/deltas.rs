@@ -368,3 +368,27 @@ fn pool_and_cache_bounds_hold_under_concurrent_delta_requests() {
     assert!(held > 0 && held <= budget, "cache holds {held} bytes, budget {budget}");
     assert_eq!(fx.metric("fwrepo_delta_computations_total"), (ok * per_request) as u64);
 }
+
+#[test]
+fn base_of_a_blob_no_release_names_counts_only_once_published() {
+    let fx = Fixture::new();
+    let t = token(DL380);
+    let mut rng = fwrepo_synth::Rng::new(13);
+    let copy = fwrepo_synth::mutate(&mut rng, &fx.big.bytes, Change::SmallPatch);
+    // Stored, but in no release yet (a refused publish, a mirror mid-sync): lends no bases.
+    let stored = ingest(&fx.state.store(), copy.clone(), "firmware/rom-later.bin");
+    let (target, base) = chunks(&fx, &fx.big)
+        .iter()
+        .zip(chunks(&fx, &stored))
+        .find(|(b, s)| b.0 != s.0 && b.1 == s.1)
+        .map(|(b, s)| (b.0, s.0))
+        .expect("a patched chunk at the same place");
+    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: None }]);
+    let early = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: Some(base) }]);
+    assert_eq!(early.body, plain.body);
+    // Published for the token's model: after the refresh the chunk-owner map knows it.
+    publish(&fx, copy, "2025.03.0", "firmware/rom-later.bin", &[DL380]);
+    let late = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: Some(base) }]);
+    assert_eq!(frames(&late)[0].0, Encoding::ZstdWithBase);
+    assert_eq!(fx.metric("fwrepo_delta_owner_rebuilds_total"), 2);
+}
