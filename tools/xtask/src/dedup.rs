@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use crate::{REAL, cargo, root, run_capture, target_dir};
 
 /// Every regular file under `dir`, sorted.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

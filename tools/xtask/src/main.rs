@@ -3,6 +3,7 @@
 //! Everything builds in the release profile: RocksDB is compiled from source and takes most of
 //! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
 
+mod bench_delta;
 mod bench_serve;
 mod dedup;
 mod demo;
@@ -26,6 +27,8 @@ commands:
   bench serve      fwrepo against nginx on the same bytes (installs nginx, wrk; needs 2 cores)
   bench tokens     token verifications per second on one core, uncached and cached
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
+  bench delta      bytes an update costs: fwget against the chunk ideal, zsync, zchunk, xdelta3,
+                   zstd --patch-from and bsdiff on the real and synthetic pairs (installs them)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
   interop          only the python-tuf interop step of `test`
@@ -68,6 +71,10 @@ fn run() -> Result<()> {
         ["bench", "dedup"] => {
             setup::setup()?;
             dedup::run()
+        }
+        ["bench", "delta"] => {
+            setup::setup()?;
+            bench_delta::run()
         }
         ["bench", "stages"] => {
             setup::setup()?;
