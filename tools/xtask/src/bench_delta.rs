@@ -166,6 +166,15 @@ fn cell(v: Option<u64>) -> String {
     v.map_or("fail".into(), |v| v.to_string())
 }
 
+/// The first few of `items`, for a line that would otherwise run on.
+fn some(items: &[String]) -> String {
+    match items.len() {
+        0 => String::new(),
+        n if n <= 5 => format!(": {}", items.join(", ")),
+        n => format!(": {}, … ({} more)", items[..5].join(", "), n - 5),
+    }
+}
+
 fn have(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success())
 }
@@ -712,18 +721,9 @@ fn bench(bin: &Path, tmp: &Path, synthetic: &Path) -> Result<()> {
     println!(
         "files over 64 KiB where fwget >= min(zsync, zchunk): {} of {block_files}{}",
         over_block.len(),
-        if over_block.is_empty() { String::new() } else { format!(": {}", over_block.join(", ")) }
+        some(&over_block)
     );
-    println!(
-        "files where fwget > 1.05 x zstd -19 + 1 KB: {} of {}{}",
-        over_zstd.len(),
-        all.files,
-        if over_zstd.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", over_zstd.iter().take(10).cloned().collect::<Vec<_>>().join(", "))
-        }
-    );
+    println!("files where fwget > 1.05 x zstd -19 + 1 KB: {} of {}{}", over_zstd.len(), all.files, some(&over_zstd));
     println!("run took {:.0} s", started.elapsed().as_secs_f64());
     println!("delta: worst fwget/min(zsync,zchunk) = {worst_block:.2}, worst fwget/ideal = {worst_ideal:.2}");
     Ok(())
