@@ -3,6 +3,7 @@
 //! Everything builds in the release profile: RocksDB is compiled from source and takes most of
 //! a cold build, so one profile is built once and shared by tests, benchmarks and the demo.
 
+mod bench_delta;
 mod bench_mirror;
 mod bench_serve;
 mod dedup;
@@ -32,6 +33,8 @@ commands:
                    bytes: throughput and server CPU per request (installs nginx, wrk)
   bench tokens     token verifications per second on one core, uncached and cached
   bench dedup      bytes each update adds to the store (needs `cargo xtask testdata`)
+  bench delta      bytes an update costs: fwget against the chunk ideal, zsync, zchunk, xdelta3,
+                   zstd --patch-from and bsdiff on the real and synthetic pairs (installs them)
   bench stages     single-core throughput of each piece of ingest work (the CPU floor)
   bench publish    publish 50 synthetic releases x 200 components; metadata sizes and times
   bench mirror     mirror sync of the synthetic series: MB/s, wire against the chunks it lacked,
@@ -82,6 +85,10 @@ fn run() -> Result<()> {
         ["bench", "dedup"] => {
             setup::setup()?;
             dedup::run()
+        }
+        ["bench", "delta"] => {
+            setup::setup()?;
+            bench_delta::run()
         }
         ["bench", "stages"] => {
             setup::setup()?;
