@@ -56,6 +56,7 @@ pub const DATA_DIR_FAMILIES: &[&str] = &[
     "store.blobs",
     "store.packs",
     "store.meta",
+    "store.deltas",
     "catalog.releases",
     "catalog.models",
     "catalog.model_releases",

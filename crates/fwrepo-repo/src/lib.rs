@@ -24,12 +24,17 @@
 //! and the new metadata files into **one** durable `WriteBatch`. A publish that fails at any
 //! point leaves metadata and catalog exactly as they were; blobs it already ingested stay in
 //! the store unreferenced until `gc` with [`Repo::live_blobs`] as roots removes them.
+//!
+//! Before that batch a publish also precomputes the chunk-pair deltas from each component's
+//! previous version (`precompute`), stored in the store's `store.deltas`, so the server
+//! answers the common update's delta requests without compressing.
 
 mod error;
 mod export;
 pub mod keys;
 pub mod manifest;
 mod mirror;
+mod precompute;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -74,6 +79,8 @@ pub struct PublishReport {
     pub targets: Vec<(TargetPath, Digest, u64)>,
     /// Metadata files written, in write order.
     pub metadata: Vec<MetadataFile>,
+    /// Chunk-pair deltas precomputed from the components' previous versions.
+    pub deltas_precomputed: usize,
 }
 
 /// An open data dir with its store, catalog and signed metadata.
@@ -288,6 +295,17 @@ impl Repo {
             });
             report.push((c.target.clone(), r.blob, r.new_bytes));
         }
+        // Before the catalog batch: a failure here fails the publish with nothing committed
+        // but blobs and deltas, both unreferenced caches.
+        let wanted: Vec<_> = components.iter().map(|c| (&c.name, &c.version)).collect();
+        let previous = precompute::previous_versions(&self.catalog, &wanted)?;
+        let mut deltas_precomputed = 0;
+        for (c, prev) in components.iter().zip(previous) {
+            if let Some(prev) = prev {
+                deltas_precomputed +=
+                    precompute::precompute(&self.store, &prev, &c.blob, fwrepo_chunk::delta::DEFAULT_LEVEL)?;
+            }
+        }
         let release = fwrepo_catalog::Release {
             id: manifest.id.clone(),
             name: manifest.name.clone(),
@@ -299,7 +317,7 @@ impl Repo {
         let files = tuf.add_targets(targets, &signers, now)?;
         self.stage_files(&files, &mut batch)?;
         self.commit(batch)?;
-        Ok(PublishReport { release: manifest.id.to_string(), targets: report, metadata: files })
+        Ok(PublishReport { release: manifest.id.to_string(), targets: report, metadata: files, deltas_precomputed })
     }
 
     /// Stores each `(path, bytes)` as a blob and adds or replaces the target at `path`

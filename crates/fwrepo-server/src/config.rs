@@ -67,6 +67,55 @@ pub struct ServerConfig {
     pub token_max_lifetime_s: i64,
     /// `POST /v1/tokens`: which credentials earn a token, and its rate limits (`[tokens]`).
     pub tokens: TokenConfig,
+    /// `POST /v1/blobs/<id>/deltas`: compression level, worker pool, queue bound and cache
+    /// (`[deltas]`).
+    pub deltas: DeltaConfig,
+}
+
+/// Settings of `POST /v1/blobs/<id>/deltas`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeltaConfig {
+    /// zstd level of deltas computed on demand, 1 to 22 (publish precomputes at
+    /// `fwrepo_chunk::delta::DEFAULT_LEVEL`). Default [`ON_DEMAND_LEVEL`].
+    pub level: i32,
+    /// Most deltas computed at once, each on a blocking thread (never on the async runtime's
+    /// threads); 0 means one per core. Never more than the cores.
+    pub workers: usize,
+    /// Most delta requests with computations waiting for or holding a worker; one more is
+    /// answered 503 with `Retry-After` at once instead of queueing without limit.
+    pub max_queued_requests: usize,
+    /// Bytes of computed deltas kept in memory, keyed by (base, target); oldest out first.
+    pub cache_bytes: u64,
+    /// `Retry-After` seconds of a 503 when the queue is full.
+    pub retry_after_s: u64,
+}
+
+/// The default zstd level of deltas computed on demand: 3. Measured with
+/// `cargo run --release -p fwrepo-server --example bench-deltas` (real GRUB and OVMF pairs and
+/// synthetic ones, one core; figures in that example's doc comment): levels past 3 shrink the
+/// deltas by at most 10–18% (and not at all on high-entropy images) for 4–100× the CPU, level 1
+/// makes them up to half again as large. Precomputed deltas use 19: that CPU is spent once.
+pub const ON_DEMAND_LEVEL: i32 = 3;
+
+impl Default for DeltaConfig {
+    fn default() -> Self {
+        DeltaConfig {
+            level: ON_DEMAND_LEVEL,
+            workers: 0,
+            max_queued_requests: 64,
+            cache_bytes: 256 << 20,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl DeltaConfig {
+    /// The worker count: `workers`, or one per core when 0, at most the cores.
+    pub fn worker_count(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.workers == 0 { cores } else { self.workers.min(cores) }
+    }
 }
 
 /// Which credentials `POST /v1/tokens` accepts on their own.
@@ -137,6 +186,7 @@ impl Default for ServerConfig {
             revocation_max_age_s: None,
             token_max_lifetime_s: fwrepo_entitle::MAX_TOKEN_LIFETIME_S,
             tokens: TokenConfig::default(),
+            deltas: DeltaConfig::default(),
         }
     }
 }
@@ -189,6 +239,16 @@ impl ServerConfig {
         }
         if self.revocation_max_age_s.is_some_and(|m| m <= self.refresh_interval_s) {
             return bad("revocation_max_age_s must be longer than refresh_interval_s");
+        }
+        let d = &self.deltas;
+        if !(1..=22).contains(&d.level) {
+            return bad("deltas.level must be 1 to 22");
+        }
+        if d.max_queued_requests == 0 {
+            return bad("deltas.max_queued_requests must be at least 1");
+        }
+        if d.retry_after_s == 0 {
+            return bad("deltas.retry_after_s must be at least 1");
         }
         if !(1..=fwrepo_entitle::MAX_TOKEN_LIFETIME_S).contains(&self.token_max_lifetime_s) {
             return bad("token_max_lifetime_s must be 1 to 86400");

@@ -92,6 +92,11 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     BadRequest(String),
     PayloadTooLarge,
+    /// A delta request over its bounds (entries, target bytes, body): 413 `too_large`, so
+    /// the client splits its batch.
+    TooLarge(String),
+    /// Entry `n` of a delta request names a chunk that is not in the blob: 400.
+    TargetNotInBlob(usize),
     UnsupportedMediaType,
     /// 416 for a representation of this length.
     RangeNotSatisfiable(u64),
@@ -118,7 +123,8 @@ impl ApiError {
             ApiError::NotFound | ApiError::NotCarried | ApiError::MirrorNoTokens(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TargetNotInBlob(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +155,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", None),
             ApiError::BadRequest(reason) => ("bad_request", Some(reason.clone())),
             ApiError::PayloadTooLarge => ("payload_too_large", None),
+            ApiError::TooLarge(what) => ("too_large", Some(what.clone())),
+            ApiError::TargetNotInBlob(n) => {
+                ("target_not_in_blob", Some(format!("entry {n} names a chunk that is not in this blob")))
+            }
             ApiError::UnsupportedMediaType => ("unsupported_media_type", Some("expected application/json".into())),
             ApiError::RangeNotSatisfiable(_) => ("range_not_satisfiable", None),
             ApiError::Unavailable { .. } => ("unavailable", Some("temporarily unavailable, retry later".into())),

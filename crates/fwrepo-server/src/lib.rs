@@ -25,6 +25,7 @@
 //! | `GET/HEAD /metadata/<name>.json` | public, never 403 |
 //! | `GET/HEAD /targets/<dir>/<sha256>.<name>`, `/v1/blobs/<blake3>` | bearer token, `Range` |
 //! | `GET/HEAD /v1/blobs/<blake3>/chunks` | bearer token |
+//! | `POST /v1/blobs/<blake3>/deltas` | bearer token (blob and every base), bounded pool, 503 when full |
 //! | `GET /v1/catalog/models`, `/v1/catalog/models/<model>`, `/v1/catalog/releases/<id>` | public |
 //! | `POST /v1/catalog/plan` | public |
 //! | `POST /v1/tokens` | public, rate limited per client and credential (origin role only) |
@@ -33,11 +34,13 @@
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
 //! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
-//! `limit` (token rate limits, client keys), [`metrics`], `audit`.
+//! `limit` (token rate limits, client keys), [`metrics`], `audit`, `deltas` (chunk-pair
+//! deltas: the gate on blob and bases, the bounded pool and cache).
 
 mod audit;
 mod body;
 mod config;
+mod deltas;
 mod error;
 mod limit;
 pub mod metrics;
@@ -50,7 +53,7 @@ mod tls;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use body::Body;
-pub use config::{ServerConfig, TokenConfig, TokenRequire};
+pub use config::{DeltaConfig, ON_DEMAND_LEVEL, ServerConfig, TokenConfig, TokenRequire};
 pub use error::Error;
 pub use mirror::MirrorStatus;
 pub use server::{Bound, bind, serve};

@@ -19,6 +19,7 @@ pub enum Route {
     Targets,
     Blobs,
     Chunks,
+    Deltas,
     CatalogModels,
     CatalogModel,
     CatalogRelease,
@@ -31,11 +32,12 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Metadata,
         Route::Targets,
         Route::Blobs,
         Route::Chunks,
+        Route::Deltas,
         Route::CatalogModels,
         Route::CatalogModel,
         Route::CatalogRelease,
@@ -53,6 +55,7 @@ impl Route {
             Route::Targets => "targets",
             Route::Blobs => "blobs",
             Route::Chunks => "chunks",
+            Route::Deltas => "deltas",
             Route::CatalogModels => "catalog_models",
             Route::CatalogModel => "catalog_model",
             Route::CatalogRelease => "catalog_release",

@@ -2,7 +2,8 @@
 //!
 //! # The download gate
 //!
-//! `/v1/blobs/<id>`, `/v1/blobs/<id>/chunks` and `/targets/<path>` are gated in this order:
+//! `/v1/blobs/<id>`, `/v1/blobs/<id>/chunks`, `/v1/blobs/<id>/deltas` (`crate::deltas`, which
+//! also gates every base it is given) and `/targets/<path>` are gated in this order:
 //!
 //! 0. **Fresh revocations.** While revocation data is older than its limit (refreshes
 //!    failing), every gated request is a 503 with `Retry-After`: a revoked token must never
@@ -63,9 +64,9 @@ const GET_HEAD: &str = "GET, HEAD";
 pub(crate) struct ClientAddr(pub SocketAddr);
 
 /// Per-request facts the outer layer needs after the handler ran.
-struct Ctx {
-    audit: Option<AuditRecord>,
-    client: IpAddr,
+pub(crate) struct Ctx {
+    pub(crate) audit: Option<AuditRecord>,
+    pub(crate) client: IpAddr,
 }
 
 /// The hyper service function.
@@ -110,6 +111,12 @@ where
     let head = parts.method == Method::HEAD;
 
     if let Some(rest) = path.strip_prefix("/v1/blobs/") {
+        if let Some(id) = rest.strip_suffix("/deltas") {
+            if parts.method != Method::POST {
+                return (Route::Deltas, Err(ApiError::MethodNotAllowed("POST")));
+            }
+            return (Route::Deltas, crate::deltas::handle(state, &parts, body, id, &path, ctx).await);
+        }
         if !get_head {
             return (Route::Blobs, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
@@ -190,6 +197,7 @@ where
                 },
                 _ => {
                     let mut text = state.metrics().render();
+                    state.deltas().render(&mut text);
                     if let Some(m) = state.mirror() {
                         m.render(&mut text);
                     }
@@ -208,7 +216,7 @@ where
 
 /// The answer for a blob the catalog names but the store does not hold: on a mirror, firmware
 /// it does not carry.
-fn not_held(state: &ServerState) -> ApiError {
+pub(crate) fn not_held(state: &ServerState) -> ApiError {
     if state.mirror().is_some() { ApiError::NotCarried } else { ApiError::NotFound }
 }
 
@@ -218,7 +226,7 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// Steps 0 and 1 of the gate: fresh revocation data, then the bearer token's claims.
-fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
+pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
     state.require_fresh_revocations()?;
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
@@ -243,7 +251,11 @@ fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>,
 /// known and unknown ids alike; a malformed id or a target name that resolves to nothing
 /// looks up [`NO_BLOB`]). The store is asked again only for an entitled caller whose blob it
 /// lacked when the facts were cached.
-fn authorize(state: &ServerState, claims: &Claims, blob: Option<Digest>) -> Result<(Digest, Arc<BlobFacts>), ApiError> {
+pub(crate) fn authorize(
+    state: &ServerState,
+    claims: &Claims,
+    blob: Option<Digest>,
+) -> Result<(Digest, Arc<BlobFacts>), ApiError> {
     let facts = state.blob_facts(&blob.unwrap_or(NO_BLOB))?;
     // A current `auth/*` target (the auth documents a mirror syncs) is named by no release;
     // it is for mirror tokens, fetched by its BLAKE3 id, which only signed metadata tells.
@@ -272,7 +284,7 @@ fn authorize(state: &ServerState, claims: &Claims, blob: Option<Digest>) -> Resu
 const NO_BLOB: Digest = Digest([0; 32]);
 
 /// `path` is already canonical and bounded.
-fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>, path: String) -> AuditRecord {
+pub(crate) fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>, path: String) -> AuditRecord {
     AuditRecord {
         time: now_rfc3339(),
         client: client.to_string(),
@@ -520,6 +532,21 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: serde::de::DeserializeOwned,
 {
+    read_json_limited(state, parts, body, state.max_json_body).await
+}
+
+/// [`read_json`] with a limit of `max` bytes instead of `max_json_body`.
+pub(crate) async fn read_json_limited<B, T>(
+    state: &ServerState,
+    parts: &Parts,
+    body: B,
+    max: usize,
+) -> Result<T, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: serde::de::DeserializeOwned,
+{
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -528,10 +555,10 @@ where
         }
     }
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_json_body as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let read = tokio::time::timeout(state.body_read_timeout, Limited::new(body, state.max_json_body).collect());
+    let read = tokio::time::timeout(state.body_read_timeout, Limited::new(body, max).collect());
     let collected = read.await.map_err(|_| ApiError::RequestTimeout)?.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             ApiError::PayloadTooLarge

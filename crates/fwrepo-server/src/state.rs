@@ -30,6 +30,7 @@ use http::HeaderValue;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::{ServerConfig, TokenRequire};
+use crate::deltas::Deltas;
 use crate::error::{ApiError, Error};
 use crate::limit::TokenLimits;
 use crate::metrics::Metrics;
@@ -133,6 +134,7 @@ pub struct ServerState {
     pub(crate) token_require: TokenRequire,
     pub(crate) token_limits: TokenLimits,
     pub(crate) timestamp_max_age: u64,
+    deltas: Deltas,
 }
 
 /// The column families a store must be opened with for the server: the catalog's and the
@@ -177,6 +179,7 @@ impl ServerState {
             token_require: config.tokens.require,
             token_limits: TokenLimits::new(&config.tokens),
             timestamp_max_age: config.timestamp_max_age_s,
+            deltas: Deltas::new(&config.deltas),
         })
     }
 
@@ -233,6 +236,7 @@ impl ServerState {
         }
         self.blobs.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.targets.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.deltas.catalog_may_have_changed();
         Ok(())
     }
 
@@ -322,6 +326,10 @@ impl ServerState {
             None => Ok(()),
             Some(_) => Err(ApiError::Unavailable { retry_after_s: self.refresh_interval.as_secs().max(1) }),
         }
+    }
+
+    pub(crate) fn deltas(&self) -> &Deltas {
+        &self.deltas
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -8,6 +8,7 @@
 //! - `store.meta`: `next_pack` → the next pack id to allocate (u32), a high-water mark above every
 //!   pack id ever committed, so an id is never reused after `gc` removed its pack (a reader may
 //!   still map the old file under that name).
+//! - `store.deltas`: precomputed chunk-pair deltas (`crate::deltas`).
 
 use fwrepo_db::{decode, encode};
 
@@ -18,7 +19,7 @@ pub const CF_CHUNKS: &str = "store.chunks";
 pub const CF_BLOBS: &str = "store.blobs";
 pub const CF_PACKS: &str = "store.packs";
 pub const CF_META: &str = "store.meta";
-pub const COLUMN_FAMILIES: &[&str] = &[CF_CHUNKS, CF_BLOBS, CF_PACKS, CF_META];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_CHUNKS, CF_BLOBS, CF_PACKS, CF_META, crate::deltas::CF_DELTAS];
 
 /// Key in `store.meta` of the next pack id to allocate.
 pub const NEXT_PACK_KEY: &[u8] = b"next_pack";

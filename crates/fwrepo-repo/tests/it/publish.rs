@@ -362,3 +362,41 @@ fn export_migrates_a_plain_directory_out_from_an_older_version() {
     assert_eq!(tree(&out), expected);
     assert_eq!(std::fs::read_dir(f.dir.join(".export.d")).unwrap().count(), 2);
 }
+
+#[test]
+fn publish_precomputes_the_deltas_from_each_components_previous_version() {
+    use fwrepo_chunk::bases::choose_bases;
+    use fwrepo_chunk::delta::{self, Encoding};
+    let f = fixture();
+    let repo = Repo::open(&f.data).unwrap();
+    let (m0, m1) = (Manifest::load(&f.synthetic(0)).unwrap(), Manifest::load(&f.synthetic(1)).unwrap());
+    let first = repo.publish(&m0, &f.online(), &f.keys, t0()).unwrap();
+    assert_eq!(first.deltas_precomputed, 0, "nothing earlier to start from");
+    let second = repo.publish(&m1, &f.online(), &f.keys, t0()).unwrap();
+    assert!(second.deltas_precomputed > 0);
+    let store = repo.store();
+    let (mut stored, mut based) = (0, 0);
+    let old_blobs: std::collections::HashMap<_, _> =
+        m0.components.iter().zip(&first.targets).map(|(c, (_, b, _))| (c.name.clone(), *b)).collect();
+    for (c, (_, new, _)) in m1.components.iter().zip(&second.targets) {
+        let Some(old) = old_blobs.get(&c.name) else { continue };
+        assert!(
+            m0.components.iter().all(|o| o.name != c.name || o.version <= c.version),
+            "the series only moves versions up"
+        );
+        let seed = store.chunk_index(old).unwrap().chunks;
+        let target = store.chunk_index(new).unwrap().chunks;
+        for ((t, len), base) in target.iter().zip(choose_bases(&target, &seed)) {
+            let Some(b) = base else { continue };
+            based += 1;
+            let Some((enc, payload)) = store.precomputed_delta(&b, t).unwrap() else { continue };
+            stored += 1;
+            assert_eq!(enc, Encoding::ZstdWithBase);
+            let base_bytes = store.read_chunk(&b).unwrap().unwrap();
+            let bytes = delta::decode(enc, &payload, Some(&base_bytes), *len as usize).unwrap();
+            assert_eq!(fwrepo_store::Digest::of(&bytes), *t);
+        }
+    }
+    assert!(based > 0 && stored > 0, "{stored} of {based} based chunks precomputed");
+    assert_eq!(stored, second.deltas_precomputed);
+}

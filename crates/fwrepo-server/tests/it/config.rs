@@ -29,3 +29,17 @@ fn unknown_keys_and_nonsense_values_are_refused() {
     assert_eq!(both.tokens.require, fwrepo_server::TokenRequire::SerialAndAgreement);
     assert_eq!(ServerConfig::from_toml("x.toml", "").unwrap(), ServerConfig::default());
 }
+
+#[test]
+fn delta_settings_are_checked() {
+    assert!(ServerConfig::from_toml("x.toml", "[deltas]\nlevel = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[deltas]\nlevel = 23").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[deltas]\nmax_queued_requests = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[deltas]\nretry_after_s = 0").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "[deltas]\nqueue = 3").is_err());
+    let c = ServerConfig::from_toml("x.toml", "[deltas]\nworkers = 1000\nlevel = 19").unwrap();
+    assert_eq!(c.deltas.level, 19);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(c.deltas.worker_count(), cores, "never more workers than cores");
+    assert_eq!(ServerConfig::default().deltas.level, fwrepo_server::ON_DEMAND_LEVEL);
+}

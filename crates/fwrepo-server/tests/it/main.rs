@@ -3,6 +3,7 @@
 mod abuse;
 mod auth;
 mod config;
+mod deltas;
 mod downloads;
 mod range_table;
 mod refresh;

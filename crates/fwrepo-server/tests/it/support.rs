@@ -106,7 +106,7 @@ impl Resp {
     }
 }
 
-fn component(name: &str, blob: &Blob, models: &[&str]) -> Component {
+pub fn component(name: &str, blob: &Blob, models: &[&str]) -> Component {
     Component {
         name: name.parse().unwrap(),
         kind: Kind::Firmware,
