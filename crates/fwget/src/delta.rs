@@ -269,11 +269,8 @@ fn choose_seed_bases(parts: &[Part], seeds: &Seeds) -> Vec<Vec<Option<Digest>>> 
         .iter()
         .map(|p| {
             let target = &p.blob.index.chunks;
-            let best = files
-                .iter()
-                .map(|f| (shared_chunks(target, f), f))
-                .filter(|(n, _)| *n > 0)
-                .max_by_key(|(n, _)| *n);
+            let best =
+                files.iter().map(|f| (shared_chunks(target, f), f)).filter(|(n, _)| *n > 0).max_by_key(|(n, _)| *n);
             match best {
                 Some((_, seed)) => choose_bases(target, seed),
                 None => vec![None; target.len()],
@@ -422,10 +419,8 @@ pub async fn download<T: Transport>(
     let sink = Sink { parts: &parts };
     let base_source = SeedBases { seeds: &*seeds, bad: Mutex::new(Vec::new()) };
     let deltas = peers.iter().any(|p| p.fetcher.options().deltas);
-    let bases = Bases {
-        chosen: if deltas { choose_seed_bases(&parts, seeds) } else { Vec::new() },
-        source: &base_source,
-    };
+    let bases =
+        Bases { chosen: if deltas { choose_seed_bases(&parts, seeds) } else { Vec::new() }, source: &base_source };
     let mut last_err = None;
     for peer in peers {
         if parts.iter().all(Part::complete) {
