@@ -51,7 +51,7 @@ pub struct FileReport {
     pub delta_bytes: u64,
     /// Bytes copied from seeds (the out dir, `--seed`, a resumed partial file).
     pub seed_bytes: u64,
-    /// Requests for its chunk index and its ranges.
+    /// Requests for its chunk index, its ranges and its delta batches.
     pub requests: u64,
     /// Chunks reused from an interrupted run's journal.
     #[serde(skip)]

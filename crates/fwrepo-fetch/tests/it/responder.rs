@@ -187,20 +187,18 @@ impl DeltaPeer {
 }
 
 impl Transport for DeltaPeer {
-    fn send(&self, req: Request) -> impl Future<Output = Result<Response>> + Send {
-        async move {
-            let blob = req.path.strip_prefix("/v1/blobs/").and_then(|p| p.strip_suffix("/deltas"));
-            let (Method::Post, Some(blob)) = (req.method, blob) else { return self.inner.send(req).await };
-            let (status, media, body) = self.answer(blob, req.json.as_deref().unwrap_or_default());
-            let wire = self.inner.wire().clone();
-            wire.add_request();
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            wire.add_head(status, &headers);
-            let source = Pieces { body: Bytes::from(body), pos: 0 };
-            Ok(Response { status, headers, body: Body::new(Box::new(source), wire) })
-        }
+    async fn send(&self, req: Request) -> Result<Response> {
+        let blob = req.path.strip_prefix("/v1/blobs/").and_then(|p| p.strip_suffix("/deltas"));
+        let (Method::Post, Some(blob)) = (req.method, blob) else { return self.inner.send(req).await };
+        let (status, media, body) = self.answer(blob, req.json.as_deref().unwrap_or_default());
+        let wire = self.inner.wire().clone();
+        wire.add_request();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        wire.add_head(status, &headers);
+        let source = Pieces { body: Bytes::from(body), pos: 0 };
+        Ok(Response { status, headers, body: Body::new(Box::new(source), wire) })
     }
 
     fn wire(&self) -> &WireCounter {
