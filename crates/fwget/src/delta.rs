@@ -2,6 +2,12 @@
 //! verified chunks (resumed from its journal, copied from seeds, fetched from peers), then
 //! checked against its signed length, SHA-256 and BLAKE3, fsynced and renamed into place.
 //!
+//! Chunks no seed holds are asked for as chunk-pair deltas: per target, the seed file sharing
+//! the most chunks with it is taken as its earlier version, and each missing chunk is named
+//! with the chunk of that file in its place (`fwrepo_chunk::bases`) as its base. Base bytes
+//! are re-read and re-hashed from the seed when a request is made; a peer without the delta
+//! endpoint, or `--no-deltas`, gets range requests instead.
+//!
 //! Working files, next to the final one: `.fwget-NAME.part` (the blob being assembled, at its
 //! final length) and `.fwget-NAME.journal` (a header naming the blob, then one
 //! `offset chunk-id` line per verified chunk written). A run killed at any point leaves
@@ -14,8 +20,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use fwrepo_chunk::Digest;
-use fwrepo_fetch::{BlobVerifier, BoxError, ChunkSink, Fetcher, RemoteBlob, Transport, VerifiedChunk};
+use fwrepo_chunk::bases::{choose_bases, shared_chunks};
+use fwrepo_fetch::{
+    BaseSource, Bases, BlobVerifier, BoxError, ChunkSink, Fetcher, RemoteBlob, Transport, VerifiedChunk,
+};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -34,11 +44,14 @@ pub struct FileReport {
     pub target: String,
     pub path: PathBuf,
     pub length: u64,
-    /// Bytes received for this file: its chunk index and its range answers, heads included.
+    /// Bytes received for this file: its chunk index, its range answers and delta replies,
+    /// heads included.
     pub wire_bytes: u64,
+    /// Of those, bytes of chunk-pair delta frames.
+    pub delta_bytes: u64,
     /// Bytes copied from seeds (the out dir, `--seed`, a resumed partial file).
     pub seed_bytes: u64,
-    /// Requests for its chunk index and its ranges.
+    /// Requests for its chunk index, its ranges and its delta batches.
     pub requests: u64,
     /// Chunks reused from an interrupted run's journal.
     #[serde(skip)]
@@ -228,6 +241,44 @@ impl ChunkSink for Sink<'_> {
     }
 }
 
+/// Delta bases read from seed files, each re-hashed as it is read (the fetch engine checks
+/// again); files whose chunk no longer matches are remembered to be rescanned.
+struct SeedBases<'a> {
+    seeds: &'a Seeds,
+    bad: Mutex<Vec<PathBuf>>,
+}
+
+impl BaseSource for SeedBases<'_> {
+    fn read_base(&self, id: &Digest) -> Option<Bytes> {
+        for src in self.seeds.sources(id) {
+            match read_verified(src, id) {
+                Ok(Some(bytes)) => return Some(Bytes::from(bytes)),
+                Ok(None) => self.bad.lock().unwrap_or_else(|e| e.into_inner()).push(src.path.clone()),
+                Err(e) => tracing::debug!(error = %e, "seed unreadable as a delta base"),
+            }
+        }
+        None
+    }
+}
+
+/// Per part, per chunk: the base to ask its delta against, from the seed file that shares the
+/// most chunks with the target (none when no seed shares any).
+fn choose_seed_bases(parts: &[Part], seeds: &Seeds) -> Vec<Vec<Option<Digest>>> {
+    let files: Vec<Vec<(Digest, u32)>> = seeds.files().map(|(_, chunks)| chunks).collect();
+    parts
+        .iter()
+        .map(|p| {
+            let target = &p.blob.index.chunks;
+            let best =
+                files.iter().map(|f| (shared_chunks(target, f), f)).filter(|(n, _)| *n > 0).max_by_key(|(n, _)| *n);
+            match best {
+                Some((_, seed)) => choose_bases(target, seed),
+                None => vec![None; target.len()],
+            }
+        })
+        .collect()
+}
+
 /// Progress callbacks: bytes placed so far out of the total.
 pub trait Progress: Sync {
     fn set(&self, done: u64, total: u64);
@@ -366,6 +417,10 @@ pub async fn download<T: Transport>(
     // The rest from the peers, in order.
     let blobs: Vec<RemoteBlob> = parts.iter().map(|p| p.blob.clone()).collect();
     let sink = Sink { parts: &parts };
+    let base_source = SeedBases { seeds: &*seeds, bad: Mutex::new(Vec::new()) };
+    let deltas = peers.iter().any(|p| p.fetcher.options().deltas);
+    let bases =
+        Bases { chosen: if deltas { choose_seed_bases(&parts, seeds) } else { Vec::new() }, source: &base_source };
     let mut last_err = None;
     for peer in peers {
         if parts.iter().all(Part::complete) {
@@ -376,12 +431,17 @@ pub async fn download<T: Transport>(
             .flat_map(|p| p.blob.index.chunks.iter().enumerate().filter(|(i, _)| !p.is_done(*i)).map(|(_, c)| c.0))
             .collect();
         let have = |id: &Digest| !missing.contains(id);
-        let result = peer.fetcher.fetch_chunks(&blobs, have, &sink).await;
+        let result = if peer.fetcher.options().deltas {
+            peer.fetcher.fetch_deltas(&blobs, have, &bases, &sink).await
+        } else {
+            peer.fetcher.fetch_chunks(&blobs, have, &sink).await
+        };
         progress.set(placed(&parts), total);
         match result {
             Ok(report) => {
                 for (b, s) in report.blobs.iter().enumerate() {
                     outcome.files[b].wire_bytes += s.head_bytes + s.body_bytes;
+                    outcome.files[b].delta_bytes += s.delta_bytes;
                     outcome.files[b].requests += s.requests;
                 }
                 if report.ranges_ignored {
@@ -399,6 +459,15 @@ pub async fn download<T: Transport>(
                 last_err = Some(e);
             }
         }
+    }
+    let bad_bases = base_source.bad.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !bad_bases.is_empty() {
+        for path in bad_bases {
+            if seeds.forget(&path) {
+                outcome.notices.push(Notice::BadSeed { path });
+            }
+        }
+        seeds.save()?;
     }
     if let Some(e) = last_err
         && !parts.iter().all(Part::complete)

@@ -61,11 +61,15 @@ pub fn fetch_exit_code(e: &fwrepo_fetch::Error) -> i32 {
     use fwrepo_fetch::Error as F;
     match e {
         F::Status { status: 401 | 403, .. } => exit::NOT_ENTITLED,
-        F::Transport { .. } | F::Timeout { .. } | F::Truncated { .. } | F::TooLong { .. } | F::BadRange { .. } => {
-            exit::NETWORK
-        }
+        F::Transport { .. }
+        | F::Timeout { .. }
+        | F::Truncated { .. }
+        | F::FramesMissing { .. }
+        | F::TooLong { .. }
+        | F::BadRange { .. } => exit::NETWORK,
         F::Status { status, .. } if *status >= 500 || *status == 408 || *status == 429 => exit::NETWORK,
         F::ChunkMismatch { .. }
+        | F::BadDelta { .. }
         | F::ChunkIndexMismatch { .. }
         | F::ChunkIndexLength { .. }
         | F::ChunkIndex { .. }

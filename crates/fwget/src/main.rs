@@ -85,6 +85,9 @@ enum Command {
         /// A file or directory of older versions to reuse chunks from (repeatable).
         #[arg(long = "seed", value_name = "FILE|DIR")]
         seeds: Vec<PathBuf>,
+        /// Fetch missing chunks as byte ranges only, never as deltas against seed chunks.
+        #[arg(long)]
+        no_deltas: bool,
     },
     /// Refresh, plan for a model and download what the plan installs.
     Update {
@@ -99,6 +102,9 @@ enum Command {
         release: Option<String>,
         #[arg(long = "seed", value_name = "DIR")]
         seeds: Vec<PathBuf>,
+        /// Fetch missing chunks as byte ranges only, never as deltas against seed chunks.
+        #[arg(long)]
+        no_deltas: bool,
     },
 }
 
@@ -186,7 +192,12 @@ fn main() {
 }
 
 fn online(dir: &ClientDir) -> Result<Client<HttpTransport>> {
-    client::http_client(dir.clone(), FetchOptions::default())
+    online_with(dir, true)
+}
+
+/// A client whose downloads ask for deltas or, with `deltas` off, ranges only.
+fn online_with(dir: &ClientDir, deltas: bool) -> Result<Client<HttpTransport>> {
+    client::http_client(dir.clone(), FetchOptions { deltas, ..FetchOptions::default() })
 }
 
 fn progress(out: &Out) -> Box<dyn Progress> {
@@ -332,8 +343,8 @@ async fn run(cmd: Command, dir: ClientDir, out: &Out) -> Result<()> {
             let plan = cat.plan(&model, &inv, release.as_deref())?;
             out.emit(serde_json::to_value(&plan).expect("plan serializes"), || plan_text(&plan));
         }
-        Command::Fetch { targets, out: out_dir, seeds } => {
-            let c = online(&dir)?;
+        Command::Fetch { targets, out: out_dir, seeds, no_deltas } => {
+            let c = online_with(&dir, !no_deltas)?;
             c.authorize().await?;
             let (_, all) = c.refresh().await?;
             let picked = client::pick_targets(&all, &targets)?;
@@ -341,8 +352,8 @@ async fn run(cmd: Command, dir: ClientDir, out: &Out) -> Result<()> {
             let r = c.fetch(&all, &picked, &out_dir, &seeds, p.as_ref()).await?;
             report(out, &r);
         }
-        Command::Update { model, out: out_dir, inventory, release, seeds } => {
-            let c = online(&dir)?;
+        Command::Update { model, out: out_dir, inventory, release, seeds, no_deltas } => {
+            let c = online_with(&dir, !no_deltas)?;
             c.authorize().await?;
             let (_, all) = c.refresh().await?;
             let cat = Catalog::from_targets(all.clone());

@@ -140,6 +140,12 @@ impl Seeds {
         self.by_id.get(id).map_or(&[], Vec::as_slice)
     }
 
+    /// Each seed file with its chunk list (id, length) in file order: what a target is
+    /// aligned with to choose delta bases.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, Vec<(Digest, u32)>)> {
+        self.disk.files.iter().map(|(p, e)| (p.as_path(), e.chunks.iter().map(|&(id, _, len)| (id, len)).collect()))
+    }
+
     /// Drops `path` from the saved index (a chunk read from it did not hash to its id), so
     /// it is rescanned next time; its other chunks stay usable now, each re-hashed as read.
     /// Returns whether it was still indexed.

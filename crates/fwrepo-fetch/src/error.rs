@@ -30,6 +30,13 @@ pub enum Error {
     /// A chunk's bytes do not hash to the id the verified chunk index gives it.
     #[error("{path}: chunk {chunk} at offset {offset} does not hash to its id (the peer served wrong bytes)")]
     ChunkMismatch { path: String, chunk: Digest, offset: u64 },
+    /// A chunk-pair delta reply frame is malformed, in an encoding its entry cannot have, or
+    /// does not decode within the chunk's signed length.
+    #[error("{path}: delta frame for chunk {chunk} is refused: {reason} (the peer served wrong bytes)")]
+    BadDelta { path: String, chunk: Digest, reason: String },
+    /// A delta reply ended before it carried one frame per entry asked for.
+    #[error("{path}: delta reply ended after {got} of {expected} frames")]
+    FramesMissing { path: String, got: usize, expected: usize },
     /// A 206 answer whose `Content-Range` is missing or is not the range asked for.
     #[error("{path}: asked for bytes {start}-{end}, got a partial answer with Content-Range {content_range:?}")]
     BadRange { path: String, start: u64, end: u64, content_range: Option<String> },
@@ -90,7 +97,9 @@ impl Error {
     /// a peer that served a wrong chunk is not asked again for it.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Timeout { .. } | Error::Truncated { .. } => true,
+            Error::Transport { .. } | Error::Timeout { .. } | Error::Truncated { .. } | Error::FramesMissing { .. } => {
+                true
+            }
             Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }

@@ -46,6 +46,10 @@ impl Routes {
     pub fn chunk_index(&self, blob: &Digest) -> String {
         format!("{}{blob}/chunks", self.blobs)
     }
+    /// Where chunk-pair deltas of `blob` are asked for (`POST`).
+    pub fn deltas(&self, blob: &Digest) -> String {
+        format!("{}{blob}/deltas", self.blobs)
+    }
 }
 
 /// Settings of a [`Fetcher`].
@@ -65,6 +69,12 @@ pub struct FetchOptions {
     /// always safe; the repository's `min_size` is tighter.
     pub min_chunk: u32,
     pub routes: Routes,
+    /// Ask for chunk-pair deltas ([`Fetcher::fetch_deltas`]) where the peer has the
+    /// endpoint; `false` fetches byte ranges only.
+    pub deltas: bool,
+    /// Most target-chunk bytes one delta request names (the server refuses more than
+    /// [`crate::deltas::MAX_BATCH_BYTES`]).
+    pub delta_batch_bytes: u64,
 }
 
 impl Default for FetchOptions {
@@ -77,6 +87,8 @@ impl Default for FetchOptions {
             cost: CostModel::default(),
             min_chunk: 64,
             routes: Routes::default(),
+            deltas: true,
+            delta_batch_bytes: crate::deltas::MAX_BATCH_BYTES,
         }
     }
 }
@@ -147,6 +159,8 @@ pub struct BlobStats {
     pub head_bytes: u64,
     /// Their body bytes.
     pub body_bytes: u64,
+    /// Of those, bytes of chunk-pair delta replies (frames).
+    pub delta_bytes: u64,
     /// Chunks fetched from this blob (a chunk shared with an earlier blob counts there).
     pub chunks_fetched: u64,
     pub chunk_bytes_fetched: u64,
@@ -159,14 +173,18 @@ pub struct FetchReport {
     pub chunks_fetched: u64,
     /// Their bytes.
     pub chunk_bytes_fetched: u64,
-    /// Body bytes of the range answers (chunks plus filled gaps).
+    /// Body bytes of the range answers (chunks plus filled gaps) and delta replies.
     pub body_bytes: u64,
-    /// Range (or whole-blob) requests sent, retries included.
+    /// Of those, bytes of chunk-pair delta replies (frames).
+    pub delta_bytes: u64,
+    /// Range (or whole-blob) and delta requests sent, retries included.
     pub requests: u64,
     /// Retries after transient errors.
     pub retries: u64,
     /// The peer answered a `Range` request with the whole blob (200).
     pub ranges_ignored: bool,
+    /// The peer has no delta endpoint: ranges were fetched instead.
+    pub deltas_unsupported: bool,
     /// Per blob, in the order given.
     pub blobs: Vec<BlobStats>,
 }
@@ -181,17 +199,19 @@ pub struct Fetcher<T> {
     ranges_ignored: AtomicBool,
     /// Set once the peer answered a `Range` with the 206 asked for.
     ranges_confirmed: AtomicBool,
-    retries: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) deltas: crate::deltas::PeerDeltas,
 }
 
-/// Shared state of one `fetch_chunks` call.
-struct Job<'a, S: ?Sized> {
-    blobs: &'a [RemoteBlob],
+/// Shared state of one `fetch_chunks` / `fetch_deltas` call.
+pub(crate) struct Job<'a, S: ?Sized> {
+    pub(crate) blobs: &'a [RemoteBlob],
     /// Per blob, per chunk: fetched from this blob (not held, and not fetched from an earlier
     /// position).
-    assigned: Vec<Vec<bool>>,
+    pub(crate) assigned: Vec<Vec<bool>>,
     offsets: Vec<Vec<u64>>,
     placements: HashMap<Digest, Arc<[Placement]>>,
+    /// Chunks claimed for the sink: a chunk is claimed once, just before it is handed over.
     delivered: Mutex<HashSet<Digest>>,
     /// Blobs read whole already (after a 200 to a Range).
     whole_done: Vec<AtomicBool>,
@@ -199,15 +219,53 @@ struct Job<'a, S: ?Sized> {
     report: Mutex<FetchReport>,
 }
 
-impl<S: ?Sized> Job<'_, S> {
-    fn report(&self) -> std::sync::MutexGuard<'_, FetchReport> {
+impl<'a, S: ?Sized> Job<'a, S> {
+    /// Assigns each chunk `have` says the caller lacks to its first position among `blobs`.
+    pub(crate) fn new(blobs: &'a [RemoteBlob], have: impl Fn(&Digest) -> bool, sink: &'a S) -> Job<'a, S> {
+        let mut first: HashMap<Digest, Vec<Placement>> = HashMap::new();
+        let mut assigned = Vec::with_capacity(blobs.len());
+        let mut offsets = Vec::with_capacity(blobs.len());
+        for (b, blob) in blobs.iter().enumerate() {
+            let mut flags = vec![false; blob.index.chunks.len()];
+            let mut offs = Vec::with_capacity(blob.index.chunks.len());
+            for (i, (offset, (id, _))) in blob.index.offsets().enumerate() {
+                offs.push(offset);
+                if have(id) {
+                    continue;
+                }
+                let places = first.entry(*id).or_default();
+                flags[i] = places.is_empty();
+                places.push(Placement { blob: b, offset });
+            }
+            assigned.push(flags);
+            offsets.push(offs);
+        }
+        Job {
+            blobs,
+            assigned,
+            offsets,
+            placements: first.into_iter().map(|(id, p)| (id, Arc::from(p))).collect(),
+            delivered: Mutex::new(HashSet::new()),
+            whole_done: blobs.iter().map(|_| AtomicBool::new(false)).collect(),
+            sink,
+            report: Mutex::new(FetchReport {
+                blobs: vec![BlobStats::default(); blobs.len()],
+                ..FetchReport::default()
+            }),
+        }
+    }
+    pub(crate) fn report(&self) -> std::sync::MutexGuard<'_, FetchReport> {
         self.report.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn is_delivered(&self, id: &Digest) -> bool {
+    pub(crate) fn is_delivered(&self, id: &Digest) -> bool {
         self.delivered.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
     }
-    fn chunk_len(&self, b: usize, i: usize) -> u64 {
+    pub(crate) fn chunk_len(&self, b: usize, i: usize) -> u64 {
         u64::from(self.blobs[b].index.chunks[i].1)
+    }
+    /// Whether chunk `i` of blob `b` is still to be fetched from that blob.
+    pub(crate) fn pending(&self, b: usize, i: usize) -> bool {
+        self.assigned[b][i] && !self.is_delivered(&self.blobs[b].index.chunks[i].0)
     }
 }
 
@@ -222,6 +280,7 @@ impl<T: Transport> Fetcher<T> {
             ranges_ignored: AtomicBool::new(false),
             ranges_confirmed: AtomicBool::new(false),
             retries: AtomicU64::new(0),
+            deltas: crate::deltas::PeerDeltas::default(),
         }
     }
 
@@ -238,7 +297,7 @@ impl<T: Transport> Fetcher<T> {
         *self.bearer.lock().unwrap_or_else(|e| e.into_inner()) = token.map(Arc::from);
     }
 
-    fn bearer(&self) -> Option<Arc<str>> {
+    pub(crate) fn bearer(&self) -> Option<Arc<str>> {
         self.bearer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -371,38 +430,15 @@ impl<T: Transport> Fetcher<T> {
         have: impl Fn(&Digest) -> bool,
         sink: &S,
     ) -> Result<FetchReport> {
-        let mut first: HashMap<Digest, Vec<Placement>> = HashMap::new();
-        let mut assigned = Vec::with_capacity(blobs.len());
-        let mut offsets = Vec::with_capacity(blobs.len());
-        for (b, blob) in blobs.iter().enumerate() {
-            let mut flags = vec![false; blob.index.chunks.len()];
-            let mut offs = Vec::with_capacity(blob.index.chunks.len());
-            for (i, (offset, (id, _))) in blob.index.offsets().enumerate() {
-                offs.push(offset);
-                if have(id) {
-                    continue;
-                }
-                let places = first.entry(*id).or_default();
-                flags[i] = places.is_empty();
-                places.push(Placement { blob: b, offset });
-            }
-            assigned.push(flags);
-            offsets.push(offs);
-        }
-        let job = Job {
-            blobs,
-            assigned,
-            offsets,
-            placements: first.into_iter().map(|(id, p)| (id, Arc::from(p))).collect(),
-            delivered: Mutex::new(HashSet::new()),
-            whole_done: blobs.iter().map(|_| AtomicBool::new(false)).collect(),
-            sink,
-            report: Mutex::new(FetchReport {
-                blobs: vec![BlobStats::default(); blobs.len()],
-                ..FetchReport::default()
-            }),
-        };
-        let job = &job;
+        let job = Job::new(blobs, have, sink);
+        self.run_ranges(&job).await?;
+        let report = job.report().clone();
+        Ok(report)
+    }
+
+    /// Fetches every chunk of `job` still pending as planned ranges.
+    pub(crate) async fn run_ranges<S: ChunkSink + ?Sized>(&self, job: &Job<'_, S>) -> Result<()> {
+        let blobs = job.blobs;
         // Planned lazily, as the previous blob's ranges are taken, so each blob is planned
         // with what the earlier requests measured.
         let mut ranges = Box::pin(
@@ -415,16 +451,16 @@ impl<T: Transport> Fetcher<T> {
             let Some((b, r)) = ranges.next().await else { break };
             self.fetch_range(job, b, r).await?;
         }
-        ranges
-            .map(Ok)
-            .try_for_each_concurrent(self.opts.concurrency.max(1), |(b, r)| self.fetch_range(job, b, r))
-            .await?;
-        let report = job.report().clone();
-        Ok(report)
+        ranges.map(Ok).try_for_each_concurrent(self.opts.concurrency.max(1), |(b, r)| self.fetch_range(job, b, r)).await
     }
 
     fn plan_blob<S: ?Sized>(&self, job: &Job<'_, S>, b: usize) -> Vec<PlannedRange> {
-        let needed = &job.assigned[b];
+        let needed: Vec<bool> = (0..job.assigned[b].len()).map(|i| job.pending(b, i)).collect();
+        self.plan_needed(job, b, &needed)
+    }
+
+    /// The ranges for the chunks of blob `b` marked in `needed`.
+    pub(crate) fn plan_needed<S: ?Sized>(&self, job: &Job<'_, S>, b: usize, needed: &[bool]) -> Vec<PlannedRange> {
         if !needed.iter().any(|&n| n) {
             return Vec::new();
         }
@@ -435,15 +471,25 @@ impl<T: Transport> Fetcher<T> {
         plan::coalesce(&job.blobs[b].index, needed, &self.estimator.current())
     }
 
+    /// Records one request's timing for range planning.
+    pub(crate) fn observe(&self, head_after: Duration, body_bytes: u64, body_time: Duration) {
+        self.estimator.observe(head_after, body_bytes, body_time);
+    }
+
     /// One planned range, retried from its first chunk not yet handed over.
-    async fn fetch_range<S: ChunkSink + ?Sized>(&self, job: &Job<'_, S>, b: usize, range: PlannedRange) -> Result<()> {
+    pub(crate) async fn fetch_range<S: ChunkSink + ?Sized>(
+        &self,
+        job: &Job<'_, S>,
+        b: usize,
+        range: PlannedRange,
+    ) -> Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             if job.whole_done[b].load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let pending = |i: &usize| job.assigned[b][*i] && !job.is_delivered(&job.blobs[b].index.chunks[*i].0);
+            let pending = |i: &usize| job.pending(b, *i);
             let Some(first) = range.chunks.clone().find(pending) else { return Ok(()) };
             let last = range.chunks.clone().rev().find(pending).expect("first exists");
             let chunks = first..last + 1;
@@ -539,7 +585,10 @@ impl<T: Transport> Fetcher<T> {
         Ok(got)
     }
 
-    fn accept<S: ChunkSink + ?Sized>(
+    /// Hands chunk `i` of blob `b` to the sink if it is still to be fetched and `bytes` hash
+    /// to its id; a chunk is claimed before it is handed over, so it is handed over once even
+    /// when two requests carry it.
+    pub(crate) fn accept<S: ChunkSink + ?Sized>(
         &self,
         job: &Job<'_, S>,
         b: usize,
@@ -557,10 +606,12 @@ impl<T: Transport> Fetcher<T> {
         if Digest::of(&bytes) != id {
             return Err(Error::ChunkMismatch { path: path.to_owned(), chunk: id, offset: job.offsets[b][i] });
         }
+        if !job.delivered.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            return Ok(());
+        }
         let len = bytes.len() as u64;
         let chunk = VerifiedChunk { id, bytes, placements: Arc::clone(&job.placements[&id]) };
         job.sink.put(&chunk).map_err(|source| Error::Sink { chunk: id, source })?;
-        job.delivered.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         let mut r = job.report();
         r.chunks_fetched += 1;
         r.chunk_bytes_fetched += len;

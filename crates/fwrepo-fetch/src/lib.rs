@@ -9,7 +9,9 @@
 //! - [`Fetcher`]: one peer. [`Fetcher::refresh`] runs the TUF workflow
 //!   (`fwrepo_tuf::Updater`); [`Fetcher::remote_blob`] fetches a target's chunk index and
 //!   checks it against the signed `custom.chunk_index`; [`Fetcher::fetch_chunks`] fetches
-//!   the chunks a caller lacks as coalesced ranges, several in flight, verified, retried.
+//!   the chunks a caller lacks as coalesced ranges, several in flight, verified, retried;
+//!   [`Fetcher::fetch_deltas`] asks for them as chunk-pair deltas against [`Bases`] the
+//!   caller holds ([`deltas`]), falling back to ranges where the peer has no delta endpoint.
 //! - [`plan`]: range coalescing ([`plan::coalesce`]) under a [`CostModel`] of round-trip
 //!   time × bandwidth, measured as requests complete.
 //! - [`BlobVerifier`]: the final length + SHA-256 + BLAKE3 check of an assembled blob.
@@ -17,6 +19,7 @@
 //! Every body read is bounded by the length signed metadata or the chunk index gives it,
 //! every wait has a timeout, and no chunk reaches a sink before it hashed to its id.
 
+pub mod deltas;
 mod error;
 mod fetch;
 mod http;
@@ -28,6 +31,7 @@ pub mod transport;
 mod tuf;
 mod verify;
 
+pub use deltas::{BaseSource, Bases, NoBases};
 pub use error::{BoxError, Error, Result};
 pub use fetch::{
     BlobStats, ChunkSink, FetchOptions, FetchReport, Fetcher, Placement, RemoteBlob, Routes, VerifiedChunk,

@@ -1,15 +1,18 @@
 //! One sync: token exchange, TUF refresh from the pinned root, the chunks the store lacks for
-//! every target in scope, blob assembly, then the one-batch switch.
+//! every target in scope (as chunk-pair deltas against the previous version of the same
+//! component where the store holds one and the upstream has the endpoint, else as ranges),
+//! blob assembly, then the one-batch switch.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
+use fwrepo_chunk::bases::{choose_bases, shared_chunks};
 use fwrepo_db::WriteBatch;
 use fwrepo_fetch::{
-    BoxError, ChunkSink, FetchOptions, FetchedMetadata, Fetcher, HttpOptions, HttpTransport, MetadataStore, RemoteBlob,
-    StoredMetadata, Transport, VerifiedChunk,
+    BaseSource, Bases, BoxError, ChunkSink, FetchOptions, FetchedMetadata, Fetcher, HttpOptions, HttpTransport,
+    MetadataStore, RemoteBlob, StoredMetadata, Transport, VerifiedChunk,
 };
 use fwrepo_store::{Digest, ExpectedBlob};
 use fwrepo_tuf::{FwCustom, Limits, RoleName, Signed, Snapshot, TargetInfo, Timestamp, layout};
@@ -33,6 +36,8 @@ pub struct SyncReport {
     pub requests: u64,
     /// Bytes of the chunks fetched (what the store lacked).
     pub chunk_bytes_fetched: u64,
+    /// Bytes of chunk-pair delta frames received for them (part of `wire_bytes`).
+    pub delta_bytes: u64,
     pub chunks_fetched: u64,
     /// Bytes of in-scope blobs the store already held (whole blobs and shared chunks).
     pub bytes_present: u64,
@@ -157,6 +162,78 @@ impl ChunkSink for StoreSink<'_> {
         }
         Ok(())
     }
+}
+
+/// Delta bases from the store: chunks of blobs it holds, read as slices of its packs.
+struct StoreBases<'a> {
+    store: &'a fwrepo_store::Store,
+    /// Base chunk → (blob holding it, offset, length).
+    at: HashMap<Digest, (Digest, u64, u32)>,
+}
+
+impl BaseSource for StoreBases<'_> {
+    fn read_base(&self, id: &Digest) -> Option<Bytes> {
+        let &(blob, offset, len) = self.at.get(id)?;
+        let parts = self.store.read_range(&blob, offset..offset + u64::from(len)).ok()?;
+        Some(match parts.as_slice() {
+            [one] => one.clone(),
+            _ => Bytes::from(parts.concat()),
+        })
+    }
+}
+
+/// The signed component name of a firmware target.
+fn component_name(t: &TargetInfo) -> Option<String> {
+    let custom = t.file.custom.clone()?;
+    serde_json::from_value::<FwCustom>(custom).ok().map(|fw| fw.component.name)
+}
+
+/// For each blob to fetch, per chunk: the base to ask its delta against, from the previous
+/// version of the same component the store holds (of the stored blobs of that component, the
+/// one sharing the most chunks with it), and where the store keeps each base.
+fn store_bases<'a>(
+    store: &'a fwrepo_store::Store,
+    remote: &[(RemoteBlob, &InScope)],
+    in_scope: &[InScope],
+) -> Result<(Vec<Vec<Option<Digest>>>, StoreBases<'a>)> {
+    let mut held: HashMap<String, Vec<Digest>> = HashMap::new();
+    for t in in_scope {
+        if let Some(name) = component_name(&t.info)
+            && store.contains(&t.blob)?
+        {
+            held.entry(name).or_default().push(t.blob);
+        }
+    }
+    let mut indexes: HashMap<Digest, fwrepo_store::ChunkIndex> = HashMap::new();
+    let mut at = HashMap::new();
+    let mut chosen = Vec::with_capacity(remote.len());
+    for (r, t) in remote {
+        let target = &r.index.chunks;
+        let mut best: Option<(usize, Digest)> = None;
+        for old in component_name(&t.info).and_then(|n| held.get(&n)).into_iter().flatten() {
+            if !indexes.contains_key(old) {
+                indexes.insert(*old, store.chunk_index(old)?);
+            }
+            let n = shared_chunks(target, &indexes[old].chunks);
+            if n > 0 && best.is_none_or(|(m, _)| n > m) {
+                best = Some((n, *old));
+            }
+        }
+        let Some((_, old)) = best else {
+            chosen.push(Vec::new());
+            continue;
+        };
+        let seed = &indexes[&old];
+        let bases = choose_bases(target, &seed.chunks);
+        let wanted: HashSet<Digest> = bases.iter().flatten().copied().collect();
+        for (offset, (id, len)) in seed.offsets() {
+            if wanted.contains(id) {
+                at.entry(*id).or_insert((old, offset, *len));
+            }
+        }
+        chosen.push(bases);
+    }
+    Ok((chosen, StoreBases { store, at }))
 }
 
 /// A target's signed facts the mirror needs: the blob and, for firmware, the models.
@@ -336,12 +413,15 @@ impl Mirror {
         let missing: HashSet<Digest> = store.missing_chunks(&wanted)?.into_iter().collect();
         let blobs: Vec<RemoteBlob> = remote.iter().map(|(r, _)| r.clone()).collect();
         let sink = StoreSink { store, buf: Mutex::new((Vec::new(), 0)) };
-        let fetched = fetcher.fetch_chunks(&blobs, |id| !missing.contains(id), &sink).await;
+        let (chosen, base_source) = store_bases(store, &remote, &in_scope)?;
+        let bases = Bases { chosen, source: &base_source };
+        let fetched = fetcher.fetch_deltas(&blobs, |id| !missing.contains(id), &bases, &sink).await;
         // Chunks verified before a failure are kept: the next sync does not fetch them again.
         sink.flush()?;
         let fetched = fetched?;
         report.chunks_fetched = fetched.chunks_fetched;
         report.chunk_bytes_fetched = fetched.chunk_bytes_fetched;
+        report.delta_bytes = fetched.delta_bytes;
         let mut lens: HashMap<Digest, u32> = HashMap::new();
         for (r, _) in &remote {
             lens.extend(r.index.chunks.iter().copied());

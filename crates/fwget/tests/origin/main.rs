@@ -1,7 +1,7 @@
 //! End to end against a real fwrepo origin on 127.0.0.1:0: two synthetic releases published
 //! with `fwrepo-repo`, served by `fwrepo-server` with token issuance; the `fwget` binary
-//! logs in, refreshes, plans and updates. Also: plan agreement with `POST /v1/catalog/plan`
-//! and resume after `kill -9` behind a throttling proxy.
+//! logs in, refreshes, plans and updates. Also: plan agreement with `POST /v1/catalog/plan`,
+//! resume after `kill -9` behind a throttling proxy, and chunk-pair deltas against ranges.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -368,4 +368,97 @@ fn kill_dash_nine_at_several_points_then_resume_verifies_and_costs_about_one_dow
         total as f64 <= want as f64 * 1.25 + 200_000.0,
         "{total} bytes through the proxy for {want} bytes of files"
     );
+}
+
+/// Sums `key` over the `files` of an fwget `--json` answer.
+fn file_sum(v: &Value, key: &str) -> u64 {
+    v["files"].as_array().unwrap().iter().map(|f| f[key].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn second_update_with_deltas_costs_fewer_wire_bytes_than_chunk_ranges_and_is_byte_exact() {
+    let o = origin();
+    let url = format!("http://{}", o.addr);
+    let (with, without) = (init_client(&o, &url), init_client(&o, &url));
+    let (out_d, out_r) = (o.tmp.path().join("with-deltas"), o.tmp.path().join("ranges-only"));
+    let (sd, sr) = (out_d.to_str().unwrap(), out_r.to_str().unwrap());
+    let rel1 = o.releases[0].id.as_str();
+    ok_json(&with, &["update", "--model", &o.model, "--out", sd, "--release", rel1]);
+    ok_json(&without, &["update", "--model", &o.model, "--out", sr, "--release", rel1, "--no-deltas"]);
+
+    let d = ok_json(&with, &["update", "--model", &o.model, "--out", sd]);
+    let r = ok_json(&without, &["update", "--model", &o.model, "--out", sr, "--no-deltas"]);
+    assert!(!d["files"].as_array().unwrap().is_empty());
+    let (wire_d, wire_r) = (file_sum(&d, "wire_bytes"), file_sum(&r, "wire_bytes"));
+    assert!(wire_d < wire_r, "deltas {wire_d} bytes on the wire, ranges {wire_r}");
+    assert!(file_sum(&d, "delta_bytes") > 0);
+    assert!(file_sum(&d, "delta_bytes") <= wire_d);
+    assert_eq!(file_sum(&r, "delta_bytes"), 0, "--no-deltas asks for ranges only");
+    assert_eq!(file_sum(&d, "seed_bytes"), file_sum(&r, "seed_bytes"), "the same chunks come from seeds");
+    // Byte-exact: every file is release two's component as published.
+    let rel2 = &o.releases[1];
+    for f in d["files"].as_array().unwrap() {
+        let path = PathBuf::from(f["path"].as_str().unwrap());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let c = rel2.components.iter().find(|c| c.file.rsplit('/').next() == Some(name)).unwrap();
+        assert!(std::fs::read(&path).unwrap() == c.data, "{name} differs from the published bytes");
+        assert!(std::fs::read(out_r.join(name)).unwrap() == c.data, "{name} (ranges) differs");
+    }
+}
+
+#[test]
+fn a_seed_chunk_changed_underneath_is_not_used_as_a_base_and_the_update_still_verifies() {
+    let o = origin();
+    let dir = init_client(&o, &format!("http://{}", o.addr));
+    let out = o.tmp.path().join("installed");
+    let s = out.to_str().unwrap();
+    let (rel1, rel2) = (&o.releases[0], &o.releases[1]);
+    ok_json(&dir, &["update", "--model", &o.model, "--out", s, "--release", &rel1.id]);
+    // Nothing to download: this run only indexes the installed files as seeds.
+    ok_json(&dir, &["update", "--model", &o.model, "--out", s, "--release", &rel1.id]);
+
+    // In one installed file, damage a chunk the update will name as a base, in place and
+    // keeping size, inode and mtime: the seed index still believes it.
+    let chunker = Chunker::new(fwrepo_chunk::ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 });
+    let cut = |b: &[u8]| -> Vec<(Digest, u32, u64)> {
+        chunker.chunks(b).map(|r| (Digest::of(&b[r.clone()]), r.len() as u32, r.start as u64)).collect()
+    };
+    let mut damaged = None;
+    for new in &rel2.components {
+        let name = new.file.rsplit('/').next().unwrap();
+        let Some(old) = rel1.components.iter().find(|c| c.name == new.name && c.data != new.data) else { continue };
+        let old_path = out.join(old.file.rsplit('/').next().unwrap());
+        if !old_path.exists() {
+            continue;
+        }
+        let (oc, nc) = (cut(&old.data), cut(&new.data));
+        let pairs = |v: &[(Digest, u32, u64)]| v.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>();
+        let bases = fwrepo_chunk::bases::choose_bases(&pairs(&nc), &pairs(&oc));
+        if let Some(base) = bases.iter().flatten().next() {
+            let at = oc.iter().find(|c| c.0 == *base).unwrap().2 as usize;
+            damaged = Some((old_path, at, name.to_owned()));
+            break;
+        }
+    }
+    let (path, at, target_name) = damaged.expect("release two changes a component of release one");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0xff;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&bytes[at..at + 1], at as u64).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+
+    let second = ok_json(&dir, &["update", "--model", &o.model, "--out", s, "--release", &rel2.id]);
+    let warnings = second["warnings"].to_string();
+    assert!(warnings.contains(path.file_name().unwrap().to_str().unwrap()), "{warnings}");
+    assert!(file_sum(&second, "delta_bytes") > 0);
+    for f in second["files"].as_array().unwrap() {
+        let p = PathBuf::from(f["path"].as_str().unwrap());
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let c = rel2.components.iter().find(|c| c.file.rsplit('/').next() == Some(name)).unwrap();
+        assert!(std::fs::read(&p).unwrap() == c.data, "{name} differs from the published bytes");
+    }
+    assert!(out.join(&target_name).exists());
 }

@@ -1,8 +1,10 @@
 //! Integration tests of fwrepo-fetch: range planning laws, TUF refresh over a transport, a
-//! hostile peer in memory, and the engine over real HTTP on loopback.
+//! hostile peer in memory, chunk-pair deltas against an in-memory delta endpoint, and the engine over real HTTP on loopback.
 
+mod deltas;
 mod hostile;
 mod http;
 mod plan;
 mod refresh;
+mod responder;
 mod support;
