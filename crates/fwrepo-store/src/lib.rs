@@ -43,7 +43,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{ExpectedBlob, PutReport};
 pub use index::COLUMN_FAMILIES;
 pub use ingest::IngestReport;
-pub use read::BlobInfo;
+pub use read::{BlobInfo, Extent};
 
 use error::IoContext;
 use index::{
