@@ -364,11 +364,23 @@ impl ServerState {
     }
 
     pub(crate) fn audit(&self, record: &AuditRecord) {
-        if let Some(log) = &self.audit
-            && let Err(e) = log.write(record)
-        {
-            self.metrics.audit_error();
-            tracing::error!(path = %log.path().display(), error = %e, "audit record not written");
+        if let Some(log) = &self.audit {
+            if let Err(e) = log.write(record) {
+                self.metrics.audit_error();
+                tracing::error!(path = %log.path().display(), error = %e, "audit record not written");
+            }
+            self.metrics.audit_errors(log.take_errors());
+        }
+    }
+
+    /// Writes out the audit records still buffered (the server calls this once it has drained
+    /// on shutdown; dropping the state does it too).
+    pub fn flush_audit(&self) {
+        if let Some(log) = &self.audit {
+            if let Err(e) = log.flush() {
+                tracing::error!(path = %log.path().display(), error = %e, "audit records not written");
+            }
+            self.metrics.audit_errors(log.take_errors());
         }
     }
 
