@@ -67,6 +67,10 @@ pub struct ServerConfig {
     pub token_max_lifetime_s: i64,
     /// `POST /v1/tokens`: which credentials earn a token, and its rate limits (`[tokens]`).
     pub tokens: TokenConfig,
+    /// Plain-HTTP (no TLS) HTTP/1.1 GET and HEAD requests are served by fwrepo's own
+    /// connection loop, which sends blob bytes with `sendfile(2)` straight from the pack files;
+    /// `false`: hyper serves every connection and copies them out of the mapping.
+    pub sendfile: bool,
 }
 
 /// Which credentials `POST /v1/tokens` accepts on their own.
@@ -137,6 +141,7 @@ impl Default for ServerConfig {
             revocation_max_age_s: None,
             token_max_lifetime_s: fwrepo_entitle::MAX_TOKEN_LIFETIME_S,
             tokens: TokenConfig::default(),
+            sendfile: true,
         }
     }
 }

@@ -32,13 +32,14 @@
 //!
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
-//! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
+//! connections, timeouts, shutdown), `http1` (plain HTTP/1.1 with `sendfile`), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
 //! `limit` (token rate limits, client keys), [`metrics`], `audit`.
 
 mod audit;
 mod body;
 mod config;
 mod error;
+mod http1;
 mod limit;
 pub mod metrics;
 mod mirror;

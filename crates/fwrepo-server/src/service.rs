@@ -363,15 +363,17 @@ fn serve_blob(
         len,
     );
     let store = state.store();
-    let (status, content_type, content_length, chunks, content_range) = match plan {
+    // Single ranges and whole blobs are pack-file extents, which a plain HTTP/1.1 connection
+    // sends with `sendfile`; everything else is bytes.
+    let (status, content_type, content_length, body, content_range) = match plan {
         RangePlan::Full => {
-            let chunks = if head { Vec::new() } else { store.read_range(blob, 0..len)? };
-            (StatusCode::OK, HeaderValue::from_static(OCTET_STREAM), len, chunks, None)
+            let body = if head { Body::empty() } else { Body::from_extents(store.read_extents(blob, 0..len)?) };
+            (StatusCode::OK, HeaderValue::from_static(OCTET_STREAM), len, body, None)
         }
         RangePlan::Single(r) => {
             let cr = HeaderValue::from_str(&range::content_range(&r, len)).expect("ascii");
-            let chunks = if head { Vec::new() } else { store.read_range(blob, r.clone())? };
-            (StatusCode::PARTIAL_CONTENT, HeaderValue::from_static(OCTET_STREAM), r.end - r.start, chunks, Some(cr))
+            let body = if head { Body::empty() } else { Body::from_extents(store.read_extents(blob, r.clone())?) };
+            (StatusCode::PARTIAL_CONTENT, HeaderValue::from_static(OCTET_STREAM), r.end - r.start, body, Some(cr))
         }
         RangePlan::Multi(ranges) => {
             // Derived from the blob and the ranges: stable for a request, and a payload that
@@ -393,11 +395,11 @@ fn serve_blob(
                 chunks.push(mp.trailer.clone());
             }
             let ct = HeaderValue::from_str(&mp.content_type()).expect("ascii");
-            (StatusCode::PARTIAL_CONTENT, ct, mp.content_length(), chunks, None)
+            (StatusCode::PARTIAL_CONTENT, ct, mp.content_length(), Body::from_chunks(chunks), None)
         }
         RangePlan::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(len)),
     };
-    let mut resp = Response::new(Body::from_chunks(chunks));
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let hm = resp.headers_mut();
     hm.insert(header::CONTENT_TYPE, content_type);
