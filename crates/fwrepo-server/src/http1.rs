@@ -70,6 +70,8 @@ pub(crate) enum End {
 }
 
 /// What one request head is.
+// Returned by value once per request; boxing the request would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 enum Head {
     /// Handled here.
     Ours { request: Request<Empty<Bytes>>, close: bool },

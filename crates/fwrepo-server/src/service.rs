@@ -305,7 +305,9 @@ fn gated_download(
     path: &str,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
-    ctx.audit = Some(audit_record(ctx.client, &claims, blob, path.to_owned()));
+    if state.audits() {
+        ctx.audit = Some(audit_record(ctx.client, &claims, blob, path.to_owned()));
+    }
     let (blob, facts) = authorize(state, &claims, blob)?;
     let len = facts.len.ok_or_else(|| not_held(state))?;
     serve_blob(state, parts, &blob, &facts, len)
@@ -318,7 +320,9 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
         Some(b) => format!("/v1/blobs/{}/chunks", b.to_hex()),
         None => bounded_path(path),
     };
-    ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
+    if state.audits() {
+        ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
+    }
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
         return Err(not_held(state));

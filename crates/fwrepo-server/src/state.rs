@@ -373,6 +373,12 @@ impl ServerState {
         }
     }
 
+    /// Whether an audit log is kept (records are built only then: they cost a clock read, a
+    /// date format and several strings per request).
+    pub(crate) fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
     /// Writes out the audit records still buffered (the server calls this once it has drained
     /// on shutdown; dropping the state does it too).
     pub fn flush_audit(&self) {
