@@ -6,14 +6,23 @@
 //! out of the kept files any faster than a flood of ordinary ones: `path` is the canonical name
 //! of what was asked for (the blob id, the decoded target name), cut at [`MAX_PATH`] bytes.
 //!
-//! Each record is one `write` to a file opened for appending, so concurrent servers or a
-//! crash never interleave half lines. Rotation renames under the lock; a reader tailing the
-//! file sees it replaced, as with any rotated log.
+//! Records are written off the request path: [`AuditLog::write`] appends the encoded line to a
+//! buffer in memory and a writer thread of the log's own writes the buffer out every
+//! [`FLUSH_EVERY`] or once [`FLUSH_AT`] bytes wait. The buffer is bounded: past
+//! [`MAX_PENDING`] bytes the request that finds it full writes it out itself, so memory stays
+//! bounded and no record is dropped. [`AuditLog::flush`] (called by the server once it has
+//! drained on shutdown) and dropping the log write out everything buffered.
+//!
+//! Each `write(2)` to the file (opened for appending) carries whole lines only, so
+//! concurrent servers or a crash never interleave half lines. Rotation renames under the
+//! lock; a reader tailing the file sees it replaced, as with any rotated log.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -21,6 +30,12 @@ use crate::error::Error;
 
 /// Longest `path` written; longer ones are cut on a character boundary and end in `…`.
 pub const MAX_PATH: usize = 256;
+/// Longest a buffered record waits for the writer thread.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Buffered bytes that wake the writer thread early.
+pub const FLUSH_AT: usize = 64 << 10;
+/// Most bytes buffered; a request that finds more writes them out itself.
+pub const MAX_PENDING: usize = 4 << 20;
 
 /// One gated request that got past authentication, or a refused token request.
 #[derive(Clone, Debug, Serialize)]
@@ -69,12 +84,29 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// An append-only JSON-lines file rotated by size.
+/// An append-only JSON-lines file rotated by size, written by a thread of its own.
 pub struct AuditLog {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
-    inner: Mutex<Inner>,
+    /// Encoded lines not yet written, and whether the log is closing.
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    /// The file; held while lines are written to it, so writes keep their order.
+    file: Mutex<Inner>,
+    /// Lines that could not be written, not yet reported by [`AuditLog::take_errors`].
+    errors: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    closing: bool,
 }
 
 struct Inner {
@@ -83,27 +115,147 @@ struct Inner {
 }
 
 impl AuditLog {
-    /// Opens (or creates) `path` for appending.
+    /// Opens (or creates) `path` for appending, and starts its writer thread.
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> Result<AuditLog, Error> {
-        let (file, len) = open_append(path).map_err(|source| Error::Audit { path: path.to_owned(), source })?;
-        Ok(AuditLog { path: path.to_owned(), max_bytes, keep, inner: Mutex::new(Inner { file, len }) })
+        let audit_err = |source| Error::Audit { path: path.to_owned(), source };
+        let (file, len) = open_append(path).map_err(audit_err)?;
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            max_bytes,
+            keep,
+            pending: Mutex::default(),
+            wake: Condvar::new(),
+            file: Mutex::new(Inner { file, len }),
+            errors: AtomicU64::new(0),
+        });
+        let for_thread = Arc::clone(&shared);
+        let writer =
+            std::thread::Builder::new().name("audit-log".into()).spawn(move || for_thread.run()).map_err(audit_err)?;
+        Ok(AuditLog { shared, writer: Some(writer) })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    /// Appends one record, rotating first when it would take the file past its size limit.
+    /// Buffers one record; the writer thread appends it soon (see the module docs). Fails
+    /// only when the record cannot be encoded, or when the buffer was full and writing it
+    /// out failed.
     pub fn write(&self, record: &AuditRecord) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.len > 0 && inner.len + line.len() as u64 > self.max_bytes {
-            self.rotate(&mut inner)?;
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let before = p.lines.len();
+        if let Err(e) = serde_json::to_writer(&mut p.lines, record) {
+            p.lines.truncate(before);
+            return Err(std::io::Error::other(e));
         }
-        inner.file.write_all(&line)?;
-        inner.len += line.len() as u64;
+        p.lines.push(b'\n');
+        let len = p.lines.len();
+        if len >= MAX_PENDING {
+            // The writer thread is behind (a slow disk): write out here rather than grow.
+            drop(p);
+            return self.shared.flush();
+        }
+        if before < FLUSH_AT && len >= FLUSH_AT {
+            self.shared.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// Writes out every buffered record now.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.shared.flush()
+    }
+
+    /// Records the writer thread failed to write since the last call.
+    pub fn take_errors(&self) -> u64 {
+        self.shared.errors.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).closing = true;
+        self.shared.wake.notify_one();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Shared {
+    /// The writer thread: writes out what is buffered every [`FLUSH_EVERY`] (sooner when
+    /// woken), until the log closes; then once more.
+    fn run(&self) {
+        loop {
+            let closing = {
+                let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let (p, _) = self
+                    .wake
+                    .wait_timeout_while(p, FLUSH_EVERY, |p| p.lines.len() < FLUSH_AT && !p.closing)
+                    .unwrap_or_else(|e| e.into_inner());
+                p.closing
+            };
+            if let Err(e) = self.flush() {
+                tracing::error!(path = %self.path.display(), error = %e, "audit records not written");
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        // The file lock is taken before the buffer is emptied, so lines reach the file in the
+        // order they were buffered whoever writes them.
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = std::mem::take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()).lines);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write_lines(file, &lines)
+    }
+
+    /// Appends `lines` (whole lines), rotating first whenever the next line would take the
+    /// file past its size limit; each `write` carries whole lines only.
+    fn write_lines(&self, mut inner: std::sync::MutexGuard<'_, Inner>, lines: &[u8]) -> std::io::Result<()> {
+        let r = (|| {
+            let mut rest = lines;
+            while !rest.is_empty() {
+                let room = self.max_bytes.saturating_sub(inner.len) as usize;
+                // The longest run of whole lines that fits.
+                let mut take = 0;
+                let mut first = rest.len();
+                for (i, &b) in rest.iter().enumerate() {
+                    if b == b'\n' {
+                        if first == rest.len() {
+                            first = i + 1;
+                        }
+                        if i < room {
+                            take = i + 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                if take == 0 {
+                    if inner.len > 0 {
+                        self.rotate(&mut inner)?;
+                        continue;
+                    }
+                    // One line longer than the limit: alone in a fresh file.
+                    take = first;
+                }
+                inner.file.write_all(&rest[..take])?;
+                inner.len += take as u64;
+                rest = &rest[take..];
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            let n = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.errors.fetch_add(n, Ordering::Relaxed);
+        }
+        r
     }
 
     fn rotate(&self, inner: &mut Inner) -> std::io::Result<()> {
@@ -175,6 +327,7 @@ mod tests {
         for i in 0..200 {
             log.write(&record(i)).unwrap();
         }
+        log.flush().unwrap();
         let main = std::fs::read_to_string(&path).unwrap();
         assert!(main.len() as u64 <= 4096);
         assert!(dir.path().join("audit.log.1").exists());
@@ -189,5 +342,50 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(line).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn records_are_written_soon_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, 1 << 20, 1).unwrap();
+        log.write(&record(1)).unwrap();
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&path).unwrap().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5), "the writer thread never wrote the record");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn no_record_is_lost_when_the_log_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = Arc::new(AuditLog::open(&path, 1 << 30, 1).unwrap());
+        // Enough to pass MAX_PENDING, so requests write out themselves too.
+        let per_thread = MAX_PENDING / 200;
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        log.write(&record((t * per_thread + i) as u64)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(Arc::into_inner(log).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["bytes"].as_u64().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..4 * per_thread as u64).collect::<Vec<_>>());
     }
 }

@@ -1,6 +1,10 @@
 //! The response body: a sequence of `Bytes` handed to hyper as they are — slices of the mapped
 //! packs interleaved with small framing buffers — so no payload byte is copied.
 //!
+//! A part may also carry the pack-file extent its bytes came from ([`Part::Extent`]): hyper
+//! sends the mapped slice, the plain HTTP/1.1 connection path (`crate::http1`) sends the
+//! extent with `sendfile`. Both are the same verified bytes.
+//!
 //! The body counts what it hands out into the metrics and, for gated downloads, writes the
 //! audit record when it is dropped: after the last frame, or early when the client went away,
 //! in which case the record shows the bytes actually handed to the connection.
@@ -10,15 +14,32 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use fwrepo_store::Extent;
 use http_body::{Frame, SizeHint};
 
 use crate::audit::AuditRecord;
 use crate::server::InFlight;
 use crate::state::ServerState;
 
+/// One piece of a body.
+pub(crate) enum Part {
+    Bytes(Bytes),
+    /// Blob bytes from a pack file.
+    Extent(Extent),
+}
+
+impl Part {
+    pub(crate) fn bytes(&self) -> &Bytes {
+        match self {
+            Part::Bytes(b) => b,
+            Part::Extent(e) => &e.bytes,
+        }
+    }
+}
+
 /// A response body of known length.
 pub struct Body {
-    chunks: std::vec::IntoIter<Bytes>,
+    chunks: std::vec::IntoIter<Part>,
     remaining: u64,
     sent: u64,
     tracker: Option<Tracker>,
@@ -43,8 +64,29 @@ impl Body {
 
     /// A body of these chunks, in order.
     pub fn from_chunks(chunks: Vec<Bytes>) -> Body {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Body { chunks: chunks.into_iter(), remaining, sent: 0, tracker: None, in_flight: None }
+        Body::from_parts(chunks.into_iter().map(Part::Bytes).collect())
+    }
+
+    /// A body of these blob extents, in order.
+    pub fn from_extents(extents: Vec<Extent>) -> Body {
+        Body::from_parts(extents.into_iter().map(Part::Extent).collect())
+    }
+
+    fn from_parts(parts: Vec<Part>) -> Body {
+        let remaining = parts.iter().map(|c| c.bytes().len() as u64).sum();
+        Body { chunks: parts.into_iter(), remaining, sent: 0, tracker: None, in_flight: None }
+    }
+
+    /// The parts not yet sent, for a connection that writes them itself; it reports what it
+    /// wrote with [`Body::sent`], so metrics and the audit record count the bytes handed over.
+    pub(crate) fn take_parts(&mut self) -> std::vec::IntoIter<Part> {
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Counts `n` bytes of the parts taken as handed to the connection.
+    pub(crate) fn sent(&mut self, n: u64) {
+        self.remaining = self.remaining.saturating_sub(n);
+        self.sent += n;
     }
 
     /// Counts sent bytes into `state`'s metrics and, with `audit`, logs the download on drop.
@@ -84,7 +126,10 @@ impl http_body::Body for Body {
 
     fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
-            match self.chunks.next() {
+            match self.chunks.next().map(|p| match p {
+                Part::Bytes(b) => b,
+                Part::Extent(e) => e.bytes,
+            }) {
                 None => return Poll::Ready(None),
                 Some(c) if c.is_empty() => continue,
                 Some(c) => {

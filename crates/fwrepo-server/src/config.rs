@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// `POST /v1/blobs/<id>/deltas`: compression level, worker pool, queue bound and cache
     /// (`[deltas]`).
     pub deltas: DeltaConfig,
+    /// Plain-HTTP (no TLS) HTTP/1.1 GET and HEAD requests are served by fwrepo's own
+    /// connection loop, which sends blob bytes with `sendfile(2)` straight from the pack files;
+    /// `false`: hyper serves every connection and copies them out of the mapping.
+    pub sendfile: bool,
 }
 
 /// Settings of `POST /v1/blobs/<id>/deltas`.
@@ -187,6 +191,7 @@ impl Default for ServerConfig {
             token_max_lifetime_s: fwrepo_entitle::MAX_TOKEN_LIFETIME_S,
             tokens: TokenConfig::default(),
             deltas: DeltaConfig::default(),
+            sendfile: true,
         }
     }
 }

@@ -33,15 +33,17 @@
 //!
 //! Module map: [`range`] (pure RFC 9110 range logic), `service` (routing, handlers, the
 //! download gate), `error` (the one error → response mapping), `server` (listener,
-//! connections, timeouts, shutdown), `tls` (certificate and key loading, ALPN), `body` (zero-copy body),
-//! `limit` (token rate limits, client keys), [`metrics`], `audit`, `deltas` (chunk-pair
-//! deltas: the gate on blob and bases, the bounded pool and cache).
+//! connections, timeouts, shutdown), `http1` (plain HTTP/1.1 with `sendfile`), `tls`
+//! (certificate and key loading, ALPN), `body` (zero-copy body), `limit` (token rate limits,
+//! client keys), [`metrics`], `audit`, `deltas` (chunk-pair deltas: the gate on blob and
+//! bases, the bounded pool and cache).
 
 mod audit;
 mod body;
 mod config;
 mod deltas;
 mod error;
+mod http1;
 mod limit;
 pub mod metrics;
 mod mirror;

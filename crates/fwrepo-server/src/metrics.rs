@@ -162,6 +162,12 @@ impl Metrics {
         self.open_connections.fetch_sub(1, Relaxed);
     }
 
+    pub fn audit_errors(&self, n: u64) {
+        if n > 0 {
+            self.audit_errors.fetch_add(n, Relaxed);
+        }
+    }
+
     pub fn audit_error(&self) {
         self.audit_errors.fetch_add(1, Relaxed);
     }

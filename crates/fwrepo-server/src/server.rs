@@ -20,6 +20,10 @@
 //!   HTTP/2) and cut [`CLOSE_GRACE`] later if it is still in that state; the idle timeout
 //!   bounds the rest. Request bodies have their own total deadline (`body_read_timeout_s`, in
 //!   the handlers).
+//! * **Plain HTTP/1.1** (no TLS, `sendfile = true`): [`crate::http1`] serves GET and HEAD
+//!   itself so blob bytes go out with `sendfile`, under the same timeouts; a connection it
+//!   does not handle (HTTP/2 prior knowledge, a request with a body, …) is handed to hyper
+//!   with the bytes already read.
 //! * **Shutdown**: when the caller's future completes, the listener closes, `/readyz` turns
 //!   503, every connection is told to finish its in-flight requests and close (HTTP/1 after
 //!   the current response, HTTP/2 with GOAWAY), and connections still open after the grace
@@ -47,6 +51,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::http1::{self, End, Rewind};
 use crate::limit::client_key;
 use crate::service::{ClientAddr, handle};
 use crate::state::ServerState;
@@ -111,6 +116,12 @@ impl Bound {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let per_client = Arc::new(PerClient { cap: config.max_connections_per_ip, counts: Mutex::default() });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let plain = config.sendfile.then(|| http1::Limits {
+            header_read_timeout: config.header_read_timeout(),
+            max_header_bytes: config.max_header_bytes,
+            idle: config.idle_timeout(),
+            request_idle: config.request_idle_timeout(),
+        });
         let mut tasks = JoinSet::new();
         tracing::info!(
             addr = %listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?,
@@ -152,6 +163,7 @@ impl Bound {
                 request_idle: config.request_idle_timeout(),
                 handshake_timeout: config.header_read_timeout(),
                 peer,
+                plain: plain.filter(|_| tls.is_none()),
             };
             let tls = tls.clone();
             tasks.spawn(async move {
@@ -175,6 +187,7 @@ impl Bound {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        state.flush_audit();
         Ok(())
     }
 }
@@ -203,6 +216,8 @@ struct Conn {
     /// Time a TLS client has to finish its handshake (the header read timeout).
     handshake_timeout: Duration,
     peer: SocketAddr,
+    /// Plain HTTP/1.1 goes through `http1` first (sendfile); `None`: hyper serves it all.
+    plain: Option<http1::Limits>,
 }
 
 impl Conn {
@@ -211,10 +226,26 @@ impl Conn {
         metrics_state.metrics().connection_opened();
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let stamped = Stamped { inner: stream, activity: Arc::clone(&activity) };
         match tls {
-            None => self.serve(stamped, activity).await,
-            Some(acceptor) => match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stamped)).await {
+            None => match self.plain {
+                Some(limits) => {
+                    let mut stop = self.stop.clone();
+                    if let End::Handoff(prefix) =
+                        http1::serve(&stream, &self.state, self.peer, &limits, &mut stop).await
+                    {
+                        activity.touch();
+                        let stamped = Stamped { inner: stream, activity: Arc::clone(&activity) };
+                        self.serve(Rewind { prefix, inner: stamped }, activity).await;
+                    }
+                }
+                None => self.serve(Stamped { inner: stream, activity: Arc::clone(&activity) }, activity).await,
+            },
+            Some(acceptor) => match tokio::time::timeout(
+                self.handshake_timeout,
+                acceptor.accept(Stamped { inner: stream, activity: Arc::clone(&activity) }),
+            )
+            .await
+            {
                 Ok(Ok(tls_stream)) => self.serve(tls_stream, activity).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake not finished within the header read timeout"),

@@ -372,11 +372,29 @@ impl ServerState {
     }
 
     pub(crate) fn audit(&self, record: &AuditRecord) {
-        if let Some(log) = &self.audit
-            && let Err(e) = log.write(record)
-        {
-            self.metrics.audit_error();
-            tracing::error!(path = %log.path().display(), error = %e, "audit record not written");
+        if let Some(log) = &self.audit {
+            if let Err(e) = log.write(record) {
+                self.metrics.audit_error();
+                tracing::error!(path = %log.path().display(), error = %e, "audit record not written");
+            }
+            self.metrics.audit_errors(log.take_errors());
+        }
+    }
+
+    /// Whether an audit log is kept (records are built only then: they cost a clock read, a
+    /// date format and several strings per request).
+    pub(crate) fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// Writes out the audit records still buffered (the server calls this once it has drained
+    /// on shutdown; dropping the state does it too).
+    pub fn flush_audit(&self) {
+        if let Some(log) = &self.audit {
+            if let Err(e) = log.flush() {
+                tracing::error!(path = %log.path().display(), error = %e, "audit records not written");
+            }
+            self.metrics.audit_errors(log.take_errors());
         }
     }
 

@@ -45,7 +45,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{ExpectedBlob, PutReport};
 pub use index::COLUMN_FAMILIES;
 pub use ingest::{IngestProfile, IngestReport, StageTime};
-pub use read::BlobInfo;
+pub use read::{BlobInfo, Extent};
 
 use error::IoContext;
 use index::{

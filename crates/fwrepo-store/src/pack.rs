@@ -19,7 +19,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError, bounded};
@@ -82,6 +82,8 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 struct Map {
     bytes: Bytes,
     file: FileId,
+    /// The file the map was made of, open for `sendfile` of the same bytes.
+    handle: Arc<File>,
 }
 
 /// The pack files of a store, each mapped once and remapped only when a read needs bytes
@@ -102,17 +104,23 @@ impl Packs {
 
     /// `len` bytes at `offset` of pack `pack`, as a slice of its map (no copy).
     pub fn slice(&self, pack: u32, offset: u64, len: u32) -> Result<Bytes> {
+        self.slice_with_file(pack, offset, len).map(|(bytes, _)| bytes)
+    }
+
+    /// The same slice, and the pack file it was mapped from (the same bytes lie at `offset`
+    /// in it, by the pack invariant), for callers that send them with `sendfile`.
+    pub fn slice_with_file(&self, pack: u32, offset: u64, len: u32) -> Result<(Bytes, Arc<File>)> {
         let end = offset + u64::from(len);
         if let Some(map) = self.maps.read().unwrap().get(&pack)
             && map.bytes.len() as u64 >= end
         {
-            return Ok(map.bytes.slice(offset as usize..end as usize));
+            return Ok((map.bytes.slice(offset as usize..end as usize), Arc::clone(&map.handle)));
         }
         let mut maps = self.maps.write().unwrap();
         if let Some(map) = maps.get(&pack)
             && map.bytes.len() as u64 >= end
         {
-            return Ok(map.bytes.slice(offset as usize..end as usize));
+            return Ok((map.bytes.slice(offset as usize..end as usize), Arc::clone(&map.handle)));
         }
         let path = pack_path(&self.dir, pack);
         let file = match File::open(&path) {
@@ -131,8 +139,9 @@ impl Packs {
             });
         }
         let out = map.slice(offset as usize..end as usize);
-        maps.insert(pack, Map { bytes: map, file: file_id });
-        Ok(out)
+        let handle = Arc::new(file);
+        maps.insert(pack, Map { bytes: map, file: file_id, handle: Arc::clone(&handle) });
+        Ok((out, handle))
     }
 
     /// Drops the map of a pack that has been removed; slices already handed out stay valid.

@@ -4,8 +4,13 @@
 //! serving a range costs a binary search and a few slice operations, not index lookups per chunk.
 //! Each chunk is hashed the first time a layout hands it out; a chunk whose bytes do not match
 //! its id is an error, never wrong bytes.
+//!
+//! [`Store::read_extents`] gives the same pieces with the pack file each lies in, so a server
+//! can hand them to the kernel (`sendfile`) instead of copying them out of the mapping; each
+//! extent went through the same first-use check as the slice it carries.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,18 @@ pub struct BlobInfo {
     pub sha256: [u8; 32],
     pub chunk_index: Digest,
     pub chunks: usize,
+}
+
+/// A piece of a blob: the mapped bytes, and where the same bytes lie in their pack file.
+///
+/// `bytes` was checked against its chunk's id before this extent was made, and pack bytes
+/// below the committed length never change, so sending `bytes.len()` bytes of `file` from
+/// `offset` sends exactly `bytes`.
+#[derive(Clone, Debug)]
+pub struct Extent {
+    pub bytes: Bytes,
+    pub file: Arc<File>,
+    pub offset: u64,
 }
 
 pub(crate) struct ChunkRef {
@@ -109,14 +126,20 @@ impl Store {
 
     /// Bytes `range` of `blob`, as slices of the mapped packs in order.
     pub fn read_range(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
-        match self.read_range_once(blob, range.clone()) {
+        Ok(self.read_extents(blob, range)?.into_iter().map(|e| e.bytes).collect())
+    }
+
+    /// Bytes `range` of `blob` as extents of the pack files, in order: one per chunk the range
+    /// touches, each verified like [`Store::read_range`]'s slices.
+    pub fn read_extents(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Extent>> {
+        match self.read_extents_once(blob, range.clone()) {
             // Garbage collection moved the blob's chunks after the layout was cached: reload,
             // and let go of maps of packs that left with them.
             Err(Error::MissingPack { .. }) => {
                 self.layouts.remove(blob);
                 self.db.catch_up()?;
                 self.drop_stale_maps()?;
-                self.read_range_once(blob, range)
+                self.read_extents_once(blob, range)
             }
             other => other,
         }
@@ -128,40 +151,38 @@ impl Store {
         self.read_range(blob, 0..len)
     }
 
-    fn read_range_once(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
+    fn read_extents_once(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Extent>> {
         let layout = self.layout(blob)?;
         let len = layout.info.len;
         if range.start > range.end || range.end > len {
             return Err(Error::RangeOutOfBounds { blob: *blob, start: range.start, end: range.end, len });
         }
-        let mut out = Vec::new();
         if range.start == range.end {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        // The chunk holding `range.start`.
+        // The chunk holding `range.start`, and the one after the chunk holding the last byte.
         let first = layout.chunks.partition_point(|c| c.start + u64::from(c.loc.len) <= range.start);
-        for c in &layout.chunks[first..] {
-            if c.start >= range.end {
-                break;
-            }
-            let bytes = self.chunk_bytes(c)?;
+        let last = layout.chunks.partition_point(|c| c.start < range.end);
+        let mut out = Vec::with_capacity(last.saturating_sub(first));
+        for c in &layout.chunks[first..last] {
+            let (bytes, file) = self.chunk_bytes(c)?;
             let from = range.start.saturating_sub(c.start) as usize;
             let to = ((range.end - c.start) as usize).min(bytes.len());
-            out.push(bytes.slice(from..to));
+            out.push(Extent { bytes: bytes.slice(from..to), file, offset: c.loc.offset + from as u64 });
         }
         Ok(out)
     }
 
     /// The whole chunk, hashed against its id the first time this layout uses it.
-    fn chunk_bytes(&self, c: &ChunkRef) -> Result<Bytes> {
-        let bytes = self.packs.slice(c.loc.pack, c.loc.offset, c.loc.len)?;
+    fn chunk_bytes(&self, c: &ChunkRef) -> Result<(Bytes, Arc<File>)> {
+        let (bytes, file) = self.packs.slice_with_file(c.loc.pack, c.loc.offset, c.loc.len)?;
         if !c.verified.load(Ordering::Acquire) {
             if Digest::of(&bytes) != c.id {
                 return Err(Error::CorruptChunk { chunk: c.id, pack: c.loc.pack, offset: c.loc.offset });
             }
             c.verified.store(true, Ordering::Release);
         }
-        Ok(bytes)
+        Ok((bytes, file))
     }
 
     pub(crate) fn record(&self, blob: &Digest) -> Result<Option<BlobRecord>> {

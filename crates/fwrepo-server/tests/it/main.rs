@@ -8,6 +8,7 @@ mod downloads;
 mod range_table;
 mod refresh;
 mod routes;
+mod sendfile;
 mod server;
 mod support;
 mod tls;

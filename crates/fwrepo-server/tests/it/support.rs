@@ -130,10 +130,15 @@ impl Fixture {
     }
 
     pub fn with_config(tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
+        Fixture::with_packs(InitOptions::default().pack_max_size, tweak)
+    }
+
+    /// The same with packs of at most `pack_max_size` bytes (small: blobs span packs).
+    pub fn with_packs(pack_max_size: u64, tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let chunk_sizes = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
-        Store::init(&data, &InitOptions { chunk_sizes, ..InitOptions::default() }).unwrap();
+        Store::init(&data, &InitOptions { chunk_sizes, pack_max_size }).unwrap();
         let opts = OpenOptions { read_only: false, extra_column_families: fwrepo_server::column_families() };
         let store = Store::open_with(&data, &opts).unwrap();
 
@@ -261,6 +266,7 @@ impl Fixture {
 
     /// The records of one audit file (`audit.jsonl`, `audit.jsonl.1`, …).
     pub fn audit_file_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        self.state.flush_audit();
         let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }

@@ -113,3 +113,25 @@ fn profiled_ingest_of_a_file_stores_the_same_blob_and_accounts_for_every_stage()
     let store = fwrepo_store::Store::open(&data_dir).unwrap();
     assert_eq!(crate::read_all(&store, &blob), data);
 }
+
+/// Each extent names the bytes of its slice in its pack file, and together they are the range.
+#[test]
+fn extents_name_the_same_bytes_in_the_pack_files() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::new_store(dir.path());
+    let bytes = crate::image(5, 400_000);
+    let blob = store.ingest_reader(&bytes[..], "a").unwrap().blob;
+    for range in [0..400_000u64, 1..2, 12_345..300_001, 399_999..400_000, 7..7] {
+        let extents = store.read_extents(&blob, range.clone()).unwrap();
+        let mut joined = Vec::new();
+        for e in &extents {
+            let mut from_file = vec![0u8; e.bytes.len()];
+            e.file.read_exact_at(&mut from_file, e.offset).unwrap();
+            assert!(from_file[..] == e.bytes[..], "extent at {} differs from its slice", e.offset);
+            joined.extend_from_slice(&e.bytes);
+        }
+        assert!(joined[..] == bytes[range.start as usize..range.end as usize], "{range:?}");
+    }
+    assert!(store.read_extents(&blob, 0..400_000).unwrap().len() > 1);
+}
