@@ -177,6 +177,9 @@ pub fn publish(a: PublishArgs) -> Result<Outcome> {
     }
     let names: Vec<&str> = report.metadata.iter().map(|f| f.name.as_str()).collect();
     println!("published release {} ({} components); signed {}", report.release, report.targets.len(), names.join(", "));
+    if report.deltas_precomputed > 0 {
+        println!("precomputed {} chunk deltas from the components' previous versions", report.deltas_precomputed);
+    }
     Ok(Outcome::Ok)
 }
 
