@@ -1,15 +1,18 @@
 //! The catalog rebuilt from signed targets alone (each firmware target's `custom` carries its
 //! release, release facts and component), and update plans computed from it with the
-//! server's rules: the same version ordering, the same choice of newest release, the same JSON.
+//! server's rules: the same version ordering, the same choice of newest release, and the same
+//! plan computation and JSON (`fwrepo_version::plan`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use fwrepo_tuf::{FwCustom, TargetInfo};
 use fwrepo_version::Version;
+use fwrepo_version::plan::{Offer, PlanTypes, ReleaseFacts};
 use serde::Serialize;
 
 pub use fwrepo_version::Action;
+pub use fwrepo_version::plan::PlanTotals;
 
 use crate::error::{Error, Result};
 
@@ -96,89 +99,52 @@ impl Catalog {
             None => releases[0],
             Some(id) => self.releases.get(id).ok_or_else(|| Error::Usage(format!("no signed release {id:?}")))?,
         };
-        let mut comps: Vec<usize> = release.entries.iter().copied().filter(|&i| self.applies(i, model)).collect();
+        let comps: Vec<usize> = release.entries.iter().copied().filter(|&i| self.applies(i, model)).collect();
         if comps.is_empty() {
             return Err(Error::Usage(format!("release {} has no component for model {model:?}", release.id)));
         }
-        comps.sort_by(|&a, &b| self.entries[a].custom.component.name.cmp(&self.entries[b].custom.component.name));
-        let mut totals = PlanTotals::default();
-        let mut downloads = HashSet::new();
-        let mut items = Vec::new();
-        for i in comps {
-            let e = &self.entries[i];
-            let from = inventory.get(&e.custom.component.name).cloned();
-            let action = Action::decide(from.as_ref(), &e.version);
-            match action {
-                Action::Install => totals.install += 1,
-                Action::Upgrade => totals.upgrade += 1,
-                Action::UpToDate => totals.up_to_date += 1,
-                Action::InstalledNewer => totals.installed_newer += 1,
-            }
-            if action.downloads() && downloads.insert(e.custom.blake3.clone()) {
-                totals.download_files += 1;
-                totals.download_bytes = totals.download_bytes.saturating_add(e.info.file.length);
-            }
-            items.push(PlanItem {
-                component: e.custom.component.name.clone(),
-                kind: e.custom.component.kind.clone(),
-                action,
-                from,
-                to: e.version.clone(),
-                blob: e.custom.blake3.clone(),
-                target: e.info.path.to_string(),
-                sha256: e.info.file.sha256().map(|s| s.to_string()).unwrap_or_default(),
-                length: e.info.file.length,
-                entry: i,
-            });
-        }
-        let names: HashSet<&str> = items.iter().map(|i| i.component.as_str()).collect();
-        let not_in_release = inventory.keys().filter(|n| !names.contains(n.as_str())).cloned().collect();
-        Ok(Plan {
-            model: model.to_owned(),
-            release: release.id.clone(),
-            release_name: release.name.clone(),
-            release_date: release.date.clone(),
-            items,
-            not_in_release,
-            totals,
-        })
+        let offers = comps
+            .into_iter()
+            .map(|i| {
+                let e = &self.entries[i];
+                Offer {
+                    component: e.custom.component.name.clone(),
+                    kind: e.custom.component.kind.clone(),
+                    version: e.version.clone(),
+                    blob: e.custom.blake3.clone(),
+                    target: e.info.path.to_string(),
+                    sha256: e.info.file.sha256().map(|s| s.to_string()).unwrap_or_default(),
+                    length: e.info.file.length,
+                }
+            })
+            .collect();
+        let facts = ReleaseFacts { id: release.id.clone(), name: release.name.clone(), date: release.date.clone() };
+        Ok(fwrepo_version::plan::plan(model.to_owned(), facts, offers, inventory))
+    }
+
+    /// The entry a plan item names (by its target path).
+    pub fn entry_of(&self, item: &PlanItem) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.info.path.as_str() == item.target)
     }
 }
 
-/// One component of a plan, in the JSON shape of `POST /v1/catalog/plan`.
-#[derive(Clone, Debug, Serialize)]
-pub struct PlanItem {
-    pub component: String,
-    pub kind: String,
-    pub action: Action,
-    pub from: Option<Version>,
-    pub to: Version,
-    pub blob: String,
-    pub target: String,
-    pub sha256: String,
-    pub length: u64,
-    #[serde(skip)]
-    pub entry: usize,
+/// The client's names in a plan: the strings signed metadata carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strings;
+
+impl PlanTypes for Strings {
+    type Model = String;
+    type Release = String;
+    type Date = String;
+    type Component = String;
+    type Kind = String;
+    type Blob = String;
+    type Target = String;
+    type Sha256 = String;
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PlanTotals {
-    pub install: usize,
-    pub upgrade: usize,
-    pub up_to_date: usize,
-    pub installed_newer: usize,
-    pub download_files: usize,
-    pub download_bytes: u64,
-}
+/// One component of a plan, in the JSON shape of `POST /v1/catalog/plan`.
+pub type PlanItem = fwrepo_version::plan::PlanItem<Strings>;
 
 /// An update plan, in the JSON shape of `POST /v1/catalog/plan`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Plan {
-    pub model: String,
-    pub release: String,
-    pub release_name: String,
-    pub release_date: String,
-    pub items: Vec<PlanItem>,
-    pub not_in_release: Vec<String>,
-    pub totals: PlanTotals,
-}
+pub type Plan = fwrepo_version::plan::Plan<Strings>;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use fwrepo_chunk::ChunkerParams;
 use fwrepo_fetch::{
-    Body, BodySource, FetchOptions, Fetcher, HttpOptions, HttpTransport, Request, Response, Transport, WireCounter,
-    WireStats,
+    Body, BodySource, FetchOptions, Fetcher, HttpOptions, HttpTransport, Request, Response, Routes, Transport,
+    WireCounter, WireStats,
 };
 use fwrepo_tuf::{FwCustom, Limits, TargetInfo, TargetPath};
 use fwrepo_version::Version;
@@ -34,9 +34,12 @@ pub struct Client<T> {
     pub dir: ClientDir,
     pub origin: Peer<T>,
     pub mirrors: Vec<Peer<T>>,
+    /// The origin is a static host of an export: it issues no tokens.
+    pub static_host: bool,
 }
 
-/// Builds HTTP peers from the config.
+/// Builds HTTP peers from the config. The origin of a static repo (`static = true`) is
+/// reached with [`Routes::export`]; mirrors are `fwrepo serve --mirror` servers.
 pub fn http_client(dir: ClientDir, opts: FetchOptions) -> Result<Client<HttpTransport>> {
     let config = dir.config()?;
     let mut http =
@@ -44,12 +47,14 @@ pub fn http_client(dir: ClientDir, opts: FetchOptions) -> Result<Client<HttpTran
     if let Some(ca) = &config.cacert {
         http.ca_pem = Some(std::fs::read(ca).map_err(|source| Error::Io { path: ca.clone(), source })?);
     }
-    let peer = |url: &str| -> Result<Peer<HttpTransport>> {
-        Ok(Peer { name: url.to_owned(), fetcher: Fetcher::new(HttpTransport::new(url, &http)?, opts.clone()) })
+    let peer = |url: &str, routes: Routes| -> Result<Peer<HttpTransport>> {
+        let opts = FetchOptions { routes, ..opts.clone() };
+        Ok(Peer { name: url.to_owned(), fetcher: Fetcher::new(HttpTransport::new(url, &http)?, opts) })
     };
-    let origin = peer(&config.repo)?;
-    let mirrors = config.mirrors.iter().map(|m| peer(m)).collect::<Result<_>>()?;
-    Ok(Client { dir, origin, mirrors })
+    let origin_routes = if config.static_host { Routes::export() } else { opts.routes.clone() };
+    let origin = peer(&config.repo, origin_routes)?;
+    let mirrors = config.mirrors.iter().map(|m| peer(m, opts.routes.clone())).collect::<Result<_>>()?;
+    Ok(Client { dir, origin, mirrors, static_host: config.static_host })
 }
 
 #[derive(Deserialize)]
@@ -187,6 +192,11 @@ impl<T: Transport> Client<T> {
 
     /// Exchanges `credential` at the origin for a token and stores it (0600).
     pub async fn login(&self, credential: Credential) -> Result<TokenFile> {
+        if self.static_host {
+            return Err(Error::Usage(
+                "the repo is a static host: it issues no tokens and needs none; fetch without logging in".into(),
+            ));
+        }
         let body = match &credential {
             Credential::Serial(s) => serde_json::json!({ "serial": s }),
             Credential::Agreement(a) => serde_json::json!({ "agreement": a }),
@@ -278,9 +288,9 @@ pub fn pick_targets(all: &[TargetInfo], names: &[String]) -> Result<Vec<TargetIn
 pub fn plan_targets(plan: &Plan, cat: &Catalog) -> Vec<TargetInfo> {
     let mut out: Vec<TargetInfo> = Vec::new();
     for item in plan.items.iter().filter(|i| i.action.downloads()) {
-        let info = &cat.entries[item.entry].info;
-        if !out.iter().any(|t| t.path == info.path) {
-            out.push(info.clone());
+        let Some(entry) = cat.entry_of(item) else { continue };
+        if !out.iter().any(|t| t.path == entry.info.path) {
+            out.push(entry.info.clone());
         }
     }
     out

@@ -2,7 +2,7 @@
 //! as served, and the seed index.
 //!
 //! ```text
-//! D/config.toml          repo URL, mirrors, CA file (deny_unknown_fields)
+//! D/config.toml          repo URL, static or not, mirrors, CA file (deny_unknown_fields)
 //! D/root.json            the root pinned at `init`
 //! D/token.json           token and the credential that renews it (0600)
 //! D/metadata/files/N     each accepted file under its served name (hex-encoded)
@@ -27,6 +27,10 @@ use crate::error::{Error, Result};
 pub struct Config {
     /// The origin: metadata, blobs and the token service.
     pub repo: String,
+    /// `repo` is a plain HTTP host of a `fwrepo export` (`fwget init --static`): metadata,
+    /// target files and chunk indexes at the export's paths, no token service, no token.
+    #[serde(default, rename = "static", skip_serializing_if = "std::ops::Not::not")]
+    pub static_host: bool,
     /// Mirrors tried before the origin for blobs, in order.
     #[serde(default)]
     pub mirrors: Vec<String>,

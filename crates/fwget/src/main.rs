@@ -42,6 +42,10 @@ enum Command {
     Init {
         #[arg(long, value_name = "URL")]
         repo: String,
+        /// The repo URL is a plain HTTP server hosting a `fwrepo export` (its root: metadata/,
+        /// targets/, chunks/); no token is needed.
+        #[arg(long = "static")]
+        static_host: bool,
         /// The root metadata to trust (1.root.json from the vendor).
         #[arg(long, value_name = "FILE")]
         root: PathBuf,
@@ -246,14 +250,14 @@ fn report(out: &Out, r: &FetchResult) {
 
 async fn run(cmd: Command, dir: ClientDir, out: &Out) -> Result<()> {
     match cmd {
-        Command::Init { repo, root, mirrors, cacert } => {
+        Command::Init { repo, static_host, root, mirrors, cacert } => {
             let bytes = std::fs::read(&root).map_err(|source| Error::Io { path: root.clone(), source })?;
             // A root that does not verify itself is refused now, not at the first refresh.
             fwrepo_tuf::Updater::new(&bytes, chrono::Utc::now(), fwrepo_tuf::Limits::default())
                 .map_err(|e| Error::Verification(format!("{}: {e}", root.display())))?;
             let cacert = cacert.map(|c| std::fs::canonicalize(&c).unwrap_or(c));
-            dir.init(&Config { repo: repo.clone(), mirrors: mirrors.clone(), cacert }, &bytes)?;
-            out.emit(json!({ "dir": dir.root, "repo": repo, "mirrors": mirrors }), || {
+            dir.init(&Config { repo: repo.clone(), static_host, mirrors: mirrors.clone(), cacert }, &bytes)?;
+            out.emit(json!({ "dir": dir.root, "repo": repo, "static": static_host, "mirrors": mirrors }), || {
                 format!("initialized {} for {repo}", dir.root.display())
             });
         }
@@ -319,6 +323,8 @@ async fn run(cmd: Command, dir: ClientDir, out: &Out) -> Result<()> {
                         "component": e.custom.component.name, "kind": e.custom.component.kind,
                         "version": e.custom.component.version, "models": e.custom.component.models,
                         "target": e.info.path.to_string(), "length": e.info.file.length,
+                        "sha256": e.info.file.sha256().map(|h| h.to_string()),
+                        "blake3": e.custom.blake3, "chunk_index": e.custom.chunk_index,
                     })
                 })
                 .collect();

@@ -43,6 +43,14 @@ impl ChunkIndex {
         Digest::of(&self.to_bytes())
     }
 
+    /// Where a static export keeps the index with id `id`, relative to the export's root:
+    /// `chunks/<first two hex digits>/<id>`. Content-addressed, so blobs that share an index
+    /// share the file, and `fwrepo export` and clients of a static host agree on one name.
+    pub fn export_path(id: &Digest) -> String {
+        let hex = id.to_hex();
+        format!("chunks/{}/{hex}", &hex[..2])
+    }
+
     /// The longest encoding an index of a `blob_len`-byte blob can have when every chunk but
     /// the last holds at least `min_chunk` bytes: the cap a client puts on a chunk-index
     /// download before it has hashed it.

@@ -26,25 +26,68 @@ use crate::transport::{Body, Request, Response, Transport};
 pub struct Routes {
     /// Prefix of metadata file names: `/metadata/`.
     pub metadata: String,
-    /// Prefix of blobs by BLAKE3 id: `/v1/blobs/` (chunk indexes at `<prefix><id>/chunks`).
-    pub blobs: String,
+    pub blobs: BlobRoutes,
+}
+
+/// Where a peer serves blobs and their chunk indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobRoutes {
+    /// `fwrepo serve` (origin or mirror): blobs by BLAKE3 id at `<prefix><id>`, chunk indexes
+    /// at `<prefix><id>/chunks`. The prefix is `/v1/blobs/`.
+    ById(String),
+    /// Any plain HTTP server hosting a `fwrepo export`: a target's bytes at its
+    /// consistent-snapshot name `<targets>DIR/<sha256>.NAME`, a chunk index at
+    /// `<chunks>` + [`ChunkIndex::export_path`] of its signed id.
+    Export { targets: String, chunks: String },
 }
 
 impl Default for Routes {
     fn default() -> Self {
-        Routes { metadata: "/metadata/".into(), blobs: "/v1/blobs/".into() }
+        Routes { metadata: "/metadata/".into(), blobs: BlobRoutes::ById("/v1/blobs/".into()) }
     }
 }
 
+/// Percent-encodes what may not stand bare in a URL path (a target name may hold spaces, `#`,
+/// `?` or `%`); `/` stays, since it separates the directories of a target path.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 impl Routes {
+    /// The routes of a static export whose root is the peer's base URL (`metadata/`,
+    /// `targets/` and `chunks/` directly below it).
+    pub fn export() -> Routes {
+        Routes {
+            metadata: "/metadata/".into(),
+            blobs: BlobRoutes::Export { targets: "/targets/".into(), chunks: "/".into() },
+        }
+    }
+
     pub fn metadata(&self, name: &str) -> String {
         format!("{}{name}", self.metadata)
     }
-    pub fn blob(&self, blob: &Digest) -> String {
-        format!("{}{blob}", self.blobs)
+
+    /// The path of `target`'s bytes, whose signed `custom.blake3` is `blob`. A static export
+    /// names them by the signed SHA-256, so a target without one has no path there.
+    pub fn blob(&self, target: &TargetInfo, blob: &Digest) -> Result<String> {
+        match &self.blobs {
+            BlobRoutes::ById(prefix) => Ok(format!("{prefix}{blob}")),
+            BlobRoutes::Export { targets, .. } => {
+                let sha = target.file.sha256().ok_or_else(|| Error::TargetCustom {
+                    target: target.path.to_string(),
+                    reason: "signed metadata has no sha256 to name the file of a static export".into(),
+                })?;
+                let name = fwrepo_tuf::layout::target_file(&target.path, &sha);
+                Ok(format!("{targets}{}", percent_encoding::utf8_percent_encode(&name, PATH_SEGMENT)))
+            }
+        }
     }
-    pub fn chunk_index(&self, blob: &Digest) -> String {
-        format!("{}{blob}/chunks", self.blobs)
+
+    /// The path of the chunk index with signed id `index` of blob `blob`.
+    pub fn chunk_index(&self, blob: &Digest, index: &Digest) -> String {
+        match &self.blobs {
+            BlobRoutes::ById(prefix) => format!("{prefix}{blob}/chunks"),
+            BlobRoutes::Export { chunks, .. } => format!("{chunks}{}", ChunkIndex::export_path(index)),
+        }
     }
     /// Where chunk-pair deltas of `blob` are asked for (`POST`).
     pub fn deltas(&self, blob: &Digest) -> String {
@@ -399,7 +442,9 @@ impl<T: Transport> Fetcher<T> {
         };
         let (blob, chunk_index_id) = (id("blake3")?, id("chunk_index")?);
         let max = ChunkIndex::max_encoded_len(target.file.length, self.opts.min_chunk);
-        let bytes = self.get_bounded(&self.opts.routes.chunk_index(&blob), max, true).await?;
+        // Checked now, so a blob accepted here always has a path to its bytes.
+        self.opts.routes.blob(target, &blob)?;
+        let bytes = self.get_bounded(&self.opts.routes.chunk_index(&blob, &chunk_index_id), max, true).await?;
         let got = Digest::of(&bytes);
         if got != chunk_index_id {
             return Err(Error::ChunkIndexMismatch { target: name, expected: chunk_index_id, got });
@@ -509,7 +554,7 @@ impl<T: Transport> Fetcher<T> {
     /// One request for chunks `chunks` of blob `b`.
     async fn fetch_once<S: ChunkSink + ?Sized>(&self, job: &Job<'_, S>, b: usize, chunks: Range<usize>) -> Result<()> {
         let blob = &job.blobs[b];
-        let path = self.opts.routes.blob(&blob.blob);
+        let path = self.opts.routes.blob(&blob.target, &blob.blob)?;
         let start = job.offsets[b][chunks.start];
         let end = job.offsets[b][chunks.end - 1] + job.chunk_len(b, chunks.end - 1);
         // A peer known to ignore Range is asked for the whole blob, read once.

@@ -34,7 +34,7 @@ mod verify;
 pub use deltas::{BaseSource, Bases, NoBases};
 pub use error::{BoxError, Error, Result};
 pub use fetch::{
-    BlobStats, ChunkSink, FetchOptions, FetchReport, Fetcher, Placement, RemoteBlob, Routes, VerifiedChunk,
+    BlobRoutes, BlobStats, ChunkSink, FetchOptions, FetchReport, Fetcher, Placement, RemoteBlob, Routes, VerifiedChunk,
 };
 pub use http::{HttpOptions, HttpTransport};
 pub use memory::{Fault, Logged, MemoryTransport};

@@ -7,7 +7,13 @@
 //! OUT/metadata/V.targets.json     current targets, bins, snapshot (consistent names)
 //! OUT/metadata/timestamp.json
 //! OUT/targets/DIR/<sha256>.<name> target bytes from the store
+//! OUT/chunks/<ab>/<id>            each target's chunk index, named by its id (the signed
+//!                                 `custom.chunk_index`, `ab` its first two hex digits)
 //! ```
+//!
+//! The chunk indexes are what lets a client fetch only the chunks it lacks from a plain HTTP
+//! server: it checks each against the signed id, then asks for byte ranges of the target file.
+//! ([`ChunkIndex::export_path`] is the one definition of the name.)
 //!
 //! Each export writes a new tree `.OUT.d/<n+1>` beside the current one, syncs it, and switches
 //! `OUT` to it by renaming a new symlink over the old one. That rename is the only step a
@@ -26,6 +32,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::io::AsRawFd as _;
 use std::path::{Component, Path, PathBuf};
 
+use fwrepo_store::{ChunkIndex, Digest};
 use fwrepo_tuf::layout;
 
 use crate::error::{Error, IoContext as _, Result};
@@ -38,6 +45,8 @@ pub struct ExportReport {
     pub metadata_bytes: u64,
     pub targets: usize,
     pub target_bytes: u64,
+    /// Distinct chunk indexes written (targets with the same bytes share one).
+    pub chunk_indexes: usize,
 }
 
 fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<()> {
@@ -96,6 +105,7 @@ impl Repo {
         sync_dir(&meta)?;
         let targets_dir = dir.join("targets");
         fs::create_dir_all(&targets_dir).at(&targets_dir)?;
+        let mut indexes = std::collections::HashSet::new();
         for (path, t) in tuf.all_targets() {
             let blob = blob_of(&path, &t)?;
             let info = self.store.blob_info(&blob)?;
@@ -112,10 +122,29 @@ impl Repo {
             write_synced(&file, &parts)?;
             report.targets += 1;
             report.target_bytes += t.length;
+            let index = self.store.chunk_index(&blob)?.to_bytes();
+            let id = signed_chunk_index(&path, &t)?;
+            if Digest::of(&index) != id {
+                return Err(Error::CorruptMetadata {
+                    reason: format!("target {path}: the store's chunk index of {blob} is not the signed {id}"),
+                });
+            }
+            if indexes.insert(id) {
+                write_synced(&dir.join(ChunkIndex::export_path(&id)), &[&index])?;
+                report.chunk_indexes += 1;
+            }
         }
         sync_dir(dir)?;
         Ok(report)
     }
+}
+
+/// The signed `custom.chunk_index` of target `path`.
+fn signed_chunk_index(path: &fwrepo_tuf::TargetPath, t: &fwrepo_tuf::TargetFile) -> Result<Digest> {
+    let value = t.custom.as_ref().and_then(|c| c.get("chunk_index")).and_then(|v| v.as_str());
+    let value =
+        value.ok_or_else(|| Error::CorruptMetadata { reason: format!("target {path}: no custom.chunk_index") })?;
+    value.parse().map_err(|e| Error::CorruptMetadata { reason: format!("target {path}: custom.chunk_index: {e}") })
 }
 
 /// What `OUT` is before an export.

@@ -2,7 +2,8 @@
 //! not as a string.
 //!
 //! The catalog's update plans and a client's own plan must order versions the same way on
-//! every input, so both take the rule from this crate, which depends on nothing but serde.
+//! every input, so both take the rule from this crate, which depends on nothing but serde;
+//! [`plan`] is the one computation of a plan from a release's components and an inventory.
 //!
 //! # Ordering rule
 //!
@@ -26,6 +27,8 @@
 //!
 //! There is no pre-release marker (such as RPM's `~`): SPP component versions do not use one,
 //! and a rule nobody relies on is a rule somebody gets wrong.
+
+pub mod plan;
 
 use std::cmp::Ordering;
 use std::fmt;

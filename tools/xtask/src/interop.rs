@@ -154,8 +154,12 @@ pub fn run_interop() -> Result<()> {
         stop(&mut mirror);
         r
     });
+    let agreed = fwget_agrees(&python, &url, &trusted_root, &model, &work);
     stop(&mut server);
     mirrored?;
+    let (p, f) = agreed?;
+    passed += p;
+    failed += f;
 
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
@@ -252,6 +256,56 @@ fn start_mirror(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?)
+}
+
+/// python-tuf's ngclient and `fwget releases/show --json` read the same targets, lengths,
+/// sha256 and BLAKE3 ids from the repository `fwrepo serve` serves at `url`: fwget refreshes
+/// from `trusted_root` and lists every component of every release for `model`;
+/// `python_tuf_agree.py` looks each up. Returns the checks passed and failed.
+fn fwget_agrees(python: &Path, url: &str, trusted_root: &Path, model: &str, work: &Path) -> Result<(usize, usize)> {
+    cargo(&["build", "--release", "-p", "fwget"], &[])?;
+    let fwget_bin = target_dir().join("release/fwget");
+    let dir = work.join("fwget-agree");
+    let _ = std::fs::remove_dir_all(&dir);
+    let fwget = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = run_capture(Command::new(&fwget_bin).arg("--dir").arg(&dir).arg("--json").args(args))?;
+        serde_json::from_str(&out).with_context(|| format!("fwget {args:?} printed {out:?}"))
+    };
+    let root = trusted_root.to_str().context("root path")?;
+    fwget(&["init", "--repo", url, "--root", root])?;
+    fwget(&["refresh"])?;
+    let releases = fwget(&["releases", model])?;
+    let mut expected = Vec::new();
+    for r in releases["releases"].as_array().context("releases")? {
+        let id = r["id"].as_str().context("release id")?;
+        let shown = fwget(&["show", id])?;
+        for c in shown["components"].as_array().context("components")? {
+            expected.push(serde_json::json!({
+                "target": c["target"], "length": c["length"], "sha256": c["sha256"], "blake3": c["blake3"],
+            }));
+        }
+    }
+    let expect = work.join("fwget-targets.json");
+    std::fs::write(&expect, serde_json::to_vec(&expected)?)?;
+    let out = Command::new(python)
+        .arg(root_dir_script("python_tuf_agree.py"))
+        .args(["--server", url, "--trusted-root", root])
+        .arg("--metadata-dir")
+        .arg(work.join("agree-client-metadata"))
+        .arg("--expect")
+        .arg(&expect)
+        .output()
+        .context("running the python-tuf agreement check")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+    let failed = stdout.lines().filter(|l| l.starts_with("FAIL ")).count();
+    Ok((passed, if failed == 0 && !out.status.success() { 1 } else { failed }))
+}
+
+fn root_dir_script(name: &str) -> PathBuf {
+    root().join("tools/interop").join(name)
 }
 
 /// The consistent-snapshot file `DIR/<sha256>.<name>` of target `path` under `targets`.

@@ -137,6 +137,7 @@ pub fn requirements() -> Vec<Requirement> {
     let have_venv = have_python && runs("python3", &["-c", "import venv, ensurepip"]);
     let have_pkg_config = runs("pkg-config", &["--version"]);
     let have_curl = runs("curl", &["--version"]);
+    let have_nginx = runs("nginx", &["-v"]);
     let said = |ok: bool, yes: &str, no: &str| if ok { yes.to_owned() } else { no.to_owned() };
     vec![
         libclang_requirement(),
@@ -169,6 +170,12 @@ pub fn requirements() -> Vec<Requirement> {
             package: "curl",
             met: have_curl,
             detail: said(have_curl, "`curl --version` works", "`curl` not found"),
+        },
+        Requirement {
+            what: "nginx (fwget tests against a static export)",
+            package: "nginx",
+            met: have_nginx,
+            detail: said(have_nginx, "`nginx -v` works", "`nginx` not found"),
         },
     ]
 }

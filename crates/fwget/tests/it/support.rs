@@ -154,6 +154,7 @@ pub fn client(tmp: &std::path::Path, origin: &Origin, mirrors: &[(&str, MemoryTr
     if !dir.config_path().exists() {
         let config = Config {
             repo: "mem://origin".into(),
+            static_host: false,
             mirrors: mirrors.iter().map(|(n, _)| n.to_string()).collect(),
             cacert: None,
         };
@@ -166,6 +167,7 @@ pub fn client(tmp: &std::path::Path, origin: &Origin, mirrors: &[(&str, MemoryTr
             .iter()
             .map(|(n, t)| Peer { name: n.to_string(), fetcher: Fetcher::new(t.clone(), quick()) })
             .collect(),
+        static_host: false,
     }
 }
 

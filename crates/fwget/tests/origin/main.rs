@@ -1,7 +1,12 @@
 //! End to end against a real fwrepo origin on 127.0.0.1:0: two synthetic releases published
 //! with `fwrepo-repo`, served by `fwrepo-server` with token issuance; the `fwget` binary
 //! logs in, refreshes, plans and updates. Also: plan agreement with `POST /v1/catalog/plan`,
-//! resume after `kill -9` behind a throttling proxy, and chunk-pair deltas against ranges.
+//! resume after `kill -9` behind a throttling proxy, chunk-pair deltas against ranges, nginx
+//! serving an export (`static_host.rs`) and a partner mirror synced from the origin
+//! (`mirror.rs`).
+
+mod mirror;
+mod static_host;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -24,6 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISS: &str = "fwrepo-test";
 const AUD: &str = "fwrepo";
+/// The API credential of partner P-1, who may mirror the test model.
+const PARTNER_CREDENTIAL: &str = "partner-secret-0001";
 
 struct RepoMetadata(Arc<Store>);
 
@@ -37,6 +44,7 @@ struct Origin {
     rt: tokio::runtime::Runtime,
     addr: SocketAddr,
     tmp: tempfile::TempDir,
+    store: Arc<Store>,
     releases: Vec<fwrepo_synth::Release>,
     model: String,
 }
@@ -70,12 +78,16 @@ fn origin() -> Origin {
     let records = Entitlements::new(store.db().clone());
     let csv = format!("serial,model,warranty_end\nS1,{model},2099-12-31\nS9,{model},2001-01-01\n");
     records.import("serials.csv", csv.as_bytes(), UnixTime::now()).unwrap();
+    let partners = format!(
+        "partner,name,level,status,models,may_mirror,credential_sha256\nP-1,Mirror Co,authorized,active,{model},true,{}\n",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(PARTNER_CREDENTIAL.as_bytes()))
+    );
+    records.import("partners.csv", partners.as_bytes(), UnixTime::now()).unwrap();
 
     let ring = IssuerKeyring::from_seeds(&[[7; 32]]).unwrap();
-    let verifier = Verifier::new(ring.verifying_keys(), Revocations::new(), AUD).with_issuer(ISS);
     let issuer = Issuer::new(IssuerConfig::new(ISS, AUD), ring).unwrap();
     let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
-    let state = ServerState::new(&config, store.clone(), Arc::new(RepoMetadata(store.clone())), verifier)
+    let state = ServerState::new(&config, store.clone(), Arc::new(RepoMetadata(store.clone())), verifier())
         .unwrap()
         .with_issuer(issuer, Entitlements::new(store.db().clone()));
     let state = Arc::new(state);
@@ -84,7 +96,13 @@ fn origin() -> Origin {
     let addr = bound.local_addr();
     rt.spawn(async move { bound.run(state, std::future::pending()).await });
     std::fs::write(tmp.path().join("1.root.json"), repo.metadata_file("1.root.json").unwrap().unwrap()).unwrap();
-    Origin { rt, addr, tmp, releases, model }
+    Origin { rt, addr, tmp, store, releases, model }
+}
+
+/// A verifier of the origin's tokens (a mirror checks them offline with the same keys).
+fn verifier() -> Verifier {
+    let ring = IssuerKeyring::from_seeds(&[[7; 32]]).unwrap();
+    Verifier::new(ring.verifying_keys(), Revocations::new(), AUD).with_issuer(ISS)
 }
 
 fn fwget(dir: &Path, args: &[&str]) -> Output {
