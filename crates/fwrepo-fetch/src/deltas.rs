@@ -121,6 +121,7 @@ impl<T: Transport> Fetcher<T> {
     /// Whether the peer has shown it has no delta endpoint.
     pub fn deltas_unsupported(&self) -> bool {
         self.deltas.absent.load(Ordering::Relaxed)
+            || matches!(self.options().routes.blobs, crate::BlobRoutes::Export { .. })
     }
 
     /// Like [`Fetcher::fetch_chunks`], but asks for the missing chunks as chunk-pair deltas
@@ -262,7 +263,9 @@ impl<T: Transport> Fetcher<T> {
         entries: &[&Entry],
     ) -> Result<Answer> {
         let blob = &job.blobs[b];
-        let path = self.options().routes.deltas(&blob.blob);
+        let Some(path) = self.options().routes.deltas(&blob.blob) else {
+            return Ok(Answer::Absent);
+        };
         let request = DeltaRequest {
             entries: entries
                 .iter()

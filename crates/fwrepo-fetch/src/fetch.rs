@@ -89,9 +89,13 @@ impl Routes {
             BlobRoutes::Export { chunks, .. } => format!("{chunks}{}", ChunkIndex::export_path(index)),
         }
     }
-    /// Where chunk-pair deltas of `blob` are asked for (`POST`).
-    pub fn deltas(&self, blob: &Digest) -> String {
-        format!("{}{blob}/deltas", self.blobs)
+    /// Where chunk-pair deltas of `blob` are asked for (`POST`); a static export has no
+    /// such endpoint.
+    pub fn deltas(&self, blob: &Digest) -> Option<String> {
+        match &self.blobs {
+            BlobRoutes::ById(prefix) => Some(format!("{prefix}{blob}/deltas")),
+            BlobRoutes::Export { .. } => None,
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use fwrepo_store::{InitOptions, OpenOptions, Store};
 
-pub use config::{MirrorConfig, check_root, read_credential};
+pub use config::{DEFAULT_GC_GRACE_S, MirrorConfig, check_root, read_credential};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use state::{COLUMN_FAMILIES, SyncStatus, read_status};

@@ -22,8 +22,13 @@ fn mirror(o: &Origin) -> SocketAddr {
     std::fs::write(&cred, format!("{PARTNER_CREDENTIAL}\n")).unwrap();
     std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
     let url = format!("http://{}", o.addr);
-    let config =
-        MirrorConfig { upstream: url.clone(), token_url: url.clone(), credential_file: cred, models: Vec::new() };
+    let config = MirrorConfig {
+        upstream: url.clone(),
+        token_url: url.clone(),
+        credential_file: cred,
+        models: Vec::new(),
+        gc_grace_s: fwrepo_mirror::DEFAULT_GC_GRACE_S,
+    };
     let m =
         Mirror::init(&dir.join("data"), &config, &o.tmp.path().join("1.root.json"), &fwrepo_server::column_families())
             .unwrap();
