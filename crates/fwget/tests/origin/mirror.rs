@@ -60,7 +60,19 @@ fn flipping_proxy(rt: &tokio::runtime::Runtime, to: SocketAddr) -> SocketAddr {
                     let Some(head) = read_head(&mut client).await else { return };
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let path = text.split(' ').nth(1).unwrap_or("").to_owned();
-                    if server.write_all(&head).await.is_err() {
+                    // A request body (a delta request's JSON) goes through unchanged.
+                    let req_len: usize = text
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:").map(|v| v.trim().parse().expect("content-length"))
+                        })
+                        .unwrap_or(0);
+                    let mut req_body = vec![0u8; req_len];
+                    if client.read_exact(&mut req_body).await.is_err() {
+                        return;
+                    }
+                    if server.write_all(&head).await.is_err() || server.write_all(&req_body).await.is_err() {
                         return;
                     }
                     let Some(resp) = read_head(&mut server).await else { return };
@@ -75,7 +87,9 @@ fn flipping_proxy(rt: &tokio::runtime::Runtime, to: SocketAddr) -> SocketAddr {
                         return;
                     }
                     if path.starts_with("/v1/blobs/") && !path.ends_with("/chunks") && !body.is_empty() {
-                        body[0] ^= 0x01;
+                        // A range's first byte, or a byte inside a delta reply's last frame.
+                        let at = if path.ends_with("/deltas") { body.len() - 1 } else { 0 };
+                        body[at] ^= 0x01;
                     }
                     if client.write_all(&resp).await.is_err() || client.write_all(&body).await.is_err() {
                         return;
