@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fwrepo_tuf::{FwCustom, TargetInfo};
 use fwrepo_version::Version;
-use fwrepo_version::plan::{Offer, PlanTypes, ReleaseFacts};
+use fwrepo_version::plan::{Offer, ReleaseFacts};
 use serde::Serialize;
 
 pub use fwrepo_version::Action;
@@ -129,19 +129,7 @@ impl Catalog {
 }
 
 /// The client's names in a plan: the strings signed metadata carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Strings;
-
-impl PlanTypes for Strings {
-    type Model = String;
-    type Release = String;
-    type Date = String;
-    type Component = String;
-    type Kind = String;
-    type Blob = String;
-    type Target = String;
-    type Sha256 = String;
-}
+pub use fwrepo_version::plan::Strings;
 
 /// One component of a plan, in the JSON shape of `POST /v1/catalog/plan`.
 pub type PlanItem = fwrepo_version::plan::PlanItem<Strings>;

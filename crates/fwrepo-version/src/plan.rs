@@ -145,23 +145,24 @@ pub fn plan<T: PlanTypes>(
     }
 }
 
+/// Plain strings for every name: what a client reads from signed metadata (`fwget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strings;
+
+impl PlanTypes for Strings {
+    type Model = String;
+    type Release = String;
+    type Date = String;
+    type Component = String;
+    type Kind = String;
+    type Blob = String;
+    type Target = String;
+    type Sha256 = String;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Debug, PartialEq)]
-    struct Strings;
-
-    impl PlanTypes for Strings {
-        type Model = String;
-        type Release = String;
-        type Date = String;
-        type Component = String;
-        type Kind = String;
-        type Blob = String;
-        type Target = String;
-        type Sha256 = String;
-    }
 
     fn offer(name: &str, version: &str, blob: &str, length: u64) -> Offer<Strings> {
         Offer {
