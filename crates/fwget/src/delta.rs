@@ -261,19 +261,33 @@ impl BaseSource for SeedBases<'_> {
     }
 }
 
-/// Per part, per chunk: the base to ask its delta against, from the seed file that shares the
-/// most chunks with the target (none when no seed shares any).
-fn choose_seed_bases(parts: &[Part], seeds: &Seeds) -> Vec<Vec<Option<Digest>>> {
-    let files: Vec<Vec<(Digest, u32)>> = seeds.files().map(|(_, chunks)| chunks).collect();
+/// Per part, per chunk: the bases to ask its delta against, from the seed file most like an
+/// earlier version of the target: the one sharing the most chunks with it; when none shares
+/// any (a compressed image rebuilt, a file of one chunk), the seed file of the same name, or
+/// the only seed file there is. No bases when none of these exists.
+fn choose_seed_bases(parts: &[Part], seeds: &Seeds) -> Vec<Vec<Vec<Digest>>> {
+    let files: Vec<(&Path, Vec<(Digest, u32)>)> = seeds.files().collect();
     parts
         .iter()
         .map(|p| {
             let target = &p.blob.index.chunks;
-            let best =
-                files.iter().map(|f| (shared_chunks(target, f), f)).filter(|(n, _)| *n > 0).max_by_key(|(n, _)| *n);
-            match best {
-                Some((_, seed)) => choose_bases(target, seed),
-                None => vec![None; target.len()],
+            let by_chunks = files
+                .iter()
+                .map(|(_, f)| (shared_chunks(target, f), f))
+                .filter(|(n, _)| *n > 0)
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, f)| f);
+            let by_name = || {
+                let name = p.final_path.file_name()?;
+                files.iter().find(|(path, _)| path.file_name() == Some(name)).map(|(_, f)| f)
+            };
+            let only = || match files.as_slice() {
+                [(_, f)] => Some(f),
+                _ => None,
+            };
+            match by_chunks.or_else(by_name).or_else(only) {
+                Some(seed) => choose_bases(target, seed),
+                None => vec![Vec::new(); target.len()],
             }
         })
         .collect()

@@ -1,7 +1,8 @@
 //! Chunk-pair deltas: the wire form of `POST /v1/blobs/<id>/deltas`.
 //!
-//! A request names, per entry, a chunk of the blob (the target) and optionally a chunk the
-//! caller already holds (the base). The reply carries one frame per entry, in request order:
+//! A request names, per entry, a chunk of the blob (the target) and optionally chunks the
+//! caller already holds (the bases, at most [`MAX_BASES`] of them and [`MAX_BASE_BYTES`] in
+//! all). The reply carries one frame per entry, in request order:
 //!
 //! ```text
 //! frame = encoding (1 byte) | payload length (u32, little-endian) | payload
@@ -9,10 +10,11 @@
 //!
 //! - [`Encoding::Raw`]: the payload is the target chunk itself.
 //! - [`Encoding::Zstd`]: one zstd frame of the target chunk, compressed alone.
-//! - [`Encoding::ZstdWithBase`]: one zstd frame of the target chunk, compressed with the base
-//!   chunk as its prefix (zstd's single-use raw-content dictionary).
+//! - [`Encoding::ZstdWithBase`]: one zstd frame of the target chunk, compressed with the
+//!   concatenation of the bases, in the order the entry names them, as its prefix (zstd's
+//!   single-use raw-content dictionary).
 //!
-//! The encoder picks the smallest of the allowed forms. The decoder is bounded: it never
+//! The encoder picks the smallest of the three forms. The decoder is bounded: it never
 //! produces (or allocates room for) more than the chunk length the signed chunk index gives,
 //! and its window is capped, so a frame that claims a huge size or a huge window is an error,
 //! not an allocation. Whatever the decoder returns is only a candidate: the caller checks it
@@ -32,8 +34,14 @@ pub const FRAME_HEADER_LEN: usize = 5;
 /// The zstd level deltas are made with unless a caller says otherwise.
 pub const DEFAULT_LEVEL: i32 = 19;
 
-/// Window log for frames made against a base: the base (at most one chunk) and the target
-/// (at most one chunk) must both fit, so 2 MiB covers chunks up to 1 MiB each.
+/// Most bases one entry may name.
+pub const MAX_BASES: usize = 8;
+
+/// Most bytes the bases of one entry may hold together: the prefix a frame is made against.
+pub const MAX_BASE_BYTES: usize = 1 << 20;
+
+/// Window log for frames made against bases: the prefix (at most [`MAX_BASE_BYTES`]) and the
+/// target must both fit, so 2 MiB covers targets up to 1 MiB.
 const WINDOW_LOG: u32 = 21;
 
 /// The largest window the decoder accepts (4 MiB). Frames asking for more are refused.
@@ -46,13 +54,29 @@ pub struct DeltaRequest {
     pub entries: Vec<DeltaEntry>,
 }
 
-/// One requested chunk: the target chunk of the blob and the base the caller holds, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One requested chunk: the target chunk of the blob and the chunks the caller holds to
+/// encode it against (none: compressed alone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeltaEntry {
     pub target: ChunkId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<ChunkId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<ChunkId>,
+}
+
+/// The identity of a list of bases, order included: the key precomputed and cached deltas
+/// are stored under beside their target. The empty list (no base) has a key too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BasesKey(pub crate::Digest);
+
+impl BasesKey {
+    pub fn of(bases: &[ChunkId]) -> BasesKey {
+        let mut h = blake3::Hasher::new_derive_key("fwrepo chunk-delta bases v1");
+        for b in bases {
+            h.update(b.as_bytes());
+        }
+        BasesKey(crate::Digest(*h.finalize().as_bytes()))
+    }
 }
 
 /// How one frame's payload encodes its target chunk.
@@ -83,17 +107,27 @@ impl Encoding {
     }
 }
 
-/// Encodes `target` in the smallest of: zstd against `base` (when given), zstd alone (only
-/// when no base is given), raw. With a base the alone form is not tried: the base is part of
-/// the request, and a reply that ignored it would differ from one that honoured it only in
-/// size, which is what makes a base useful.
-pub fn encode(target: &[u8], base: Option<&[u8]>, level: i32) -> Result<(Encoding, Vec<u8>), Error> {
-    let compressed = compress(target, base, level)?;
-    if compressed.len() < target.len() {
-        let enc = if base.is_some() { Encoding::ZstdWithBase } else { Encoding::Zstd };
-        Ok((enc, compressed))
-    } else {
-        Ok((Encoding::Raw, target.to_vec()))
+/// Encodes `target` in the smallest of: zstd against `prefix` (the concatenated bases, when
+/// given), zstd alone, raw. A prefix that does not help (unrelated bytes) makes the frame a
+/// few bytes larger than the target compressed alone, so both are tried.
+pub fn encode(target: &[u8], prefix: Option<&[u8]>, level: i32) -> Result<(Encoding, Vec<u8>), Error> {
+    let mut best = (Encoding::Raw, None::<Vec<u8>>);
+    let mut best_len = target.len();
+    if let Some(p) = prefix.filter(|p| !p.is_empty()) {
+        let c = compress(target, Some(p), level)?;
+        if c.len() < best_len {
+            best_len = c.len();
+            best = (Encoding::ZstdWithBase, Some(c));
+        }
+    }
+    // Alone wins ties: it decodes without reading any base.
+    let alone = compress(target, None, level)?;
+    if alone.len() <= best_len && alone.len() < target.len() {
+        best = (Encoding::Zstd, Some(alone));
+    }
+    match best {
+        (enc, Some(payload)) => Ok((enc, payload)),
+        (_, None) => Ok((Encoding::Raw, target.to_vec())),
     }
 }
 
@@ -268,9 +302,50 @@ mod tests {
     #[test]
     fn request_json_names_bases_only_when_given() {
         let t = crate::Digest::of(b"t");
-        let req = DeltaRequest { entries: vec![DeltaEntry { target: t, base: None }] };
+        let req = DeltaRequest { entries: vec![DeltaEntry { target: t, bases: vec![] }] };
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(json, format!("{{\"entries\":[{{\"target\":\"{}\"}}]}}", t.to_hex()));
         assert!(serde_json::from_str::<DeltaRequest>(r#"{"entries":[],"extra":1}"#).is_err());
+        let b = crate::Digest::of(b"b");
+        let req = DeltaRequest { entries: vec![DeltaEntry { target: t, bases: vec![b] }] };
+        let back: DeltaRequest = serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn unhelpful_prefix_costs_nothing_over_the_chunk_alone() {
+        let target: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8 ^ (i / 997) as u8).collect();
+        let unrelated = sample(7, 40_000);
+        let (enc, with) = encode(&target, Some(&unrelated), 3).unwrap();
+        let (alone_enc, alone) = encode(&target, None, 3).unwrap();
+        assert_eq!(alone_enc, Encoding::Zstd);
+        assert!(with.len() <= alone.len(), "{} > {}", with.len(), alone.len());
+        let base = (enc == Encoding::ZstdWithBase).then_some(unrelated.as_slice());
+        assert_eq!(decode(enc, &with, base, target.len()).unwrap(), target);
+    }
+
+    #[test]
+    fn chunk_cut_across_a_removal_decodes_against_both_halves() {
+        // Seed chunks x and z; the target is x's head followed by z's tail (what lies between
+        // was removed). Against x alone half the target is new; against x|z almost nothing is.
+        let (x, z) = (sample(8, 40_000), sample(9, 40_000));
+        let mut target = x[..20_000].to_vec();
+        target.extend_from_slice(&z[20_000..]);
+        let prefix = [x.as_slice(), z.as_slice()].concat();
+        let (enc, both) = encode(&target, Some(&prefix), 3).unwrap();
+        let (_, one) = encode(&target, Some(&x), 3).unwrap();
+        assert_eq!(enc, Encoding::ZstdWithBase);
+        assert!(both.len() < 200 && one.len() > 19_000, "{} and {}", both.len(), one.len());
+        assert_eq!(decode(enc, &both, Some(&prefix), target.len()).unwrap(), target);
+    }
+
+    #[test]
+    fn bases_key_depends_on_every_base_and_their_order() {
+        let (a, b) = (crate::Digest::of(b"a"), crate::Digest::of(b"b"));
+        assert_ne!(BasesKey::of(&[a, b]), BasesKey::of(&[b, a]));
+        assert_ne!(BasesKey::of(&[a]), BasesKey::of(&[a, a]));
+        assert_ne!(BasesKey::of(&[a]).0, a);
+        assert_ne!(BasesKey::of(&[]), BasesKey::of(&[a]));
+        assert_eq!(BasesKey::of(&[a, b]), BasesKey::of(&[a, b]));
     }
 }

@@ -49,9 +49,9 @@ pub trait BaseSource: Sync {
 
 /// The bases offered for one [`Fetcher::fetch_deltas`] call.
 pub struct Bases<'a> {
-    /// Per blob of the call, per chunk of its index: the held chunk to encode it against
-    /// ([`fwrepo_chunk::bases::choose_bases`]). Missing entries mean no base.
-    pub chosen: Vec<Vec<Option<Digest>>>,
+    /// Per blob of the call, per chunk of its index: the held chunks to encode it against, in
+    /// order ([`fwrepo_chunk::bases::choose_bases`]). Missing or empty entries mean no base.
+    pub chosen: Vec<Vec<Vec<Digest>>>,
     pub source: &'a dyn BaseSource,
 }
 
@@ -70,8 +70,8 @@ impl Bases<'_> {
         Bases { chosen: Vec::new(), source: &NoBases }
     }
 
-    fn base(&self, b: usize, i: usize) -> Option<Digest> {
-        self.chosen.get(b).and_then(|c| c.get(i)).copied().flatten()
+    fn bases(&self, b: usize, i: usize) -> &[Digest] {
+        self.chosen.get(b).and_then(|c| c.get(i)).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -99,12 +99,12 @@ impl PeerDeltas {
     }
 }
 
-/// One entry of a batch: chunk `i` of the blob and the verified base it is asked against.
+/// One entry of a batch: chunk `i` of the blob and the verified bases it is asked against.
 struct Entry {
     i: usize,
     id: Digest,
     len: usize,
-    base: Option<(Digest, Bytes)>,
+    bases: Vec<(Digest, Bytes)>,
 }
 
 /// How a delta request ended when it did not fail.
@@ -179,7 +179,7 @@ impl<T: Transport> Fetcher<T> {
         let mut cur: Vec<usize> = Vec::new();
         let mut bytes = 0u64;
         for i in 0..job.assigned[b].len() {
-            if !job.pending(b, i) || (nobase_by_ranges && bases.base(b, i).is_none()) {
+            if !job.pending(b, i) || (nobase_by_ranges && bases.bases(b, i).is_empty()) {
                 continue;
             }
             let len = job.chunk_len(b, i);
@@ -213,18 +213,23 @@ impl<T: Transport> Fetcher<T> {
             .into_iter()
             .map(|i| {
                 let (id, len) = job.blobs[b].index.chunks[i];
-                let base = bases.base(b, i).and_then(|base_id| {
-                    let bytes = held.entry(base_id).or_insert_with(|| {
-                        let bytes = bases.source.read_base(&base_id)?;
-                        if Digest::of(&bytes) != base_id {
-                            tracing::warn!(chunk = %base_id, "a held chunk no longer hashes to its id; not using it as a base");
-                            return None;
-                        }
-                        Some(bytes)
-                    });
-                    bytes.clone().map(|bytes| (base_id, bytes))
-                });
-                Entry { i, id, len: len as usize, base }
+                // A base that cannot be read, or no longer hashes to its id, is left out.
+                let bases = bases
+                    .bases(b, i)
+                    .iter()
+                    .filter_map(|&base_id| {
+                        let bytes = held.entry(base_id).or_insert_with(|| {
+                            let bytes = bases.source.read_base(&base_id)?;
+                            if Digest::of(&bytes) != base_id {
+                                tracing::warn!(chunk = %base_id, "a held chunk no longer hashes to its id; not using it as a base");
+                                return None;
+                            }
+                            Some(bytes)
+                        });
+                        bytes.clone().map(|bytes| (base_id, bytes))
+                    })
+                    .collect();
+                Entry { i, id, len: len as usize, bases }
             })
             .collect();
         let mut attempt = 0;
@@ -269,7 +274,7 @@ impl<T: Transport> Fetcher<T> {
         let request = DeltaRequest {
             entries: entries
                 .iter()
-                .map(|e| DeltaEntry { target: e.id, base: e.base.as_ref().map(|(id, _)| *id) })
+                .map(|e| DeltaEntry { target: e.id, bases: e.bases.iter().map(|(id, _)| *id).collect() })
                 .collect(),
         };
         let json = Bytes::from(serde_json::to_vec(&request).expect("delta requests serialize"));
@@ -303,6 +308,7 @@ impl<T: Transport> Fetcher<T> {
         self.deltas.confirmed.store(true, Ordering::Relaxed);
         let t_body = Instant::now();
         let mut buf = BytesMut::new();
+        let mut prefix = Vec::new();
         let mut k = 0;
         let mut got = 0u64;
         while let Some(piece) = next_piece(&mut resp.body, &path, self.options().idle_timeout).await? {
@@ -330,9 +336,20 @@ impl<T: Transport> Fetcher<T> {
                 }
                 buf.advance(FRAME_HEADER_LEN);
                 let payload = buf.split_to(len);
-                let bytes = delta::decode(encoding, &payload, e.base.as_ref().map(|(_, b)| &b[..]), e.len)
-                    .map_err(|x| bad(x.to_string()))?;
-                if e.base.is_none() {
+                // A frame made against bases names them all, in order: their concatenation.
+                let base = match (encoding, e.bases.as_slice()) {
+                    (delta::Encoding::ZstdWithBase, [(_, one)]) => Some(&one[..]),
+                    (delta::Encoding::ZstdWithBase, [_, ..]) => {
+                        prefix.clear();
+                        for (_, bytes) in &e.bases {
+                            prefix.extend_from_slice(bytes);
+                        }
+                        Some(&prefix[..])
+                    }
+                    _ => None,
+                };
+                let bytes = delta::decode(encoding, &payload, base, e.len).map_err(|x| bad(x.to_string()))?;
+                if e.bases.is_empty() {
                     self.deltas.note_nobase(e.len as u64, (FRAME_HEADER_LEN + len) as u64);
                 }
                 self.accept(job, b, e.i, Bytes::from(bytes), &path)?;

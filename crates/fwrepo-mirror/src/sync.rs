@@ -188,14 +188,15 @@ fn component_name(t: &TargetInfo) -> Option<String> {
     serde_json::from_value::<FwCustom>(custom).ok().map(|fw| fw.component.name)
 }
 
-/// For each blob to fetch, per chunk: the base to ask its delta against, from the previous
+/// For each blob to fetch, per chunk: the bases to ask its delta against, from the previous
 /// version of the same component the store holds (of the stored blobs of that component, the
-/// one sharing the most chunks with it), and where the store keeps each base.
+/// one sharing the most chunks with it, even none: a rebuilt compressed image shares no chunk
+/// yet many bytes), and where the store keeps each base.
 fn store_bases<'a>(
     store: &'a fwrepo_store::Store,
     remote: &[(RemoteBlob, &InScope)],
     in_scope: &[InScope],
-) -> Result<(Vec<Vec<Option<Digest>>>, StoreBases<'a>)> {
+) -> Result<(Vec<Vec<Vec<Digest>>>, StoreBases<'a>)> {
     let mut held: HashMap<String, Vec<Digest>> = HashMap::new();
     for t in in_scope {
         if let Some(name) = component_name(&t.info)
@@ -215,7 +216,7 @@ fn store_bases<'a>(
                 indexes.insert(*old, store.chunk_index(old)?);
             }
             let n = shared_chunks(target, &indexes[old].chunks);
-            if n > 0 && best.is_none_or(|(m, _)| n > m) {
+            if best.is_none_or(|(m, _)| n > m) {
                 best = Some((n, *old));
             }
         }

@@ -4,21 +4,20 @@
 //! catalog, with the highest version below the new one (`fwrepo_version` ordering). Bases are
 //! chosen with `fwrepo_chunk::bases::choose_bases`, the rule clients use, so the deltas stored
 //! are the ones an update from that version asks for; the server then answers them from
-//! `store.deltas` without compressing. Bounded: a pair whose versions share no chunk is
-//! skipped (nothing anchors the bases, and a client would fetch ranges anyway), and at most
-//! [`MAX_TARGET_BYTES_PER_COMPONENT`] of changed chunks are encoded per component.
+//! `store.deltas` without compressing. Versions that share no chunk are paired too (a
+//! compressed image rebuilt from one changed source shares none, yet much of its bytes):
+//! with no anchors every seed chunk is a candidate, laid beside the target from either end.
+//! Bounded: at most [`MAX_TARGET_BYTES_PER_COMPONENT`] of changed chunks are encoded per
+//! component.
 
 use std::collections::HashSet;
 
 use fwrepo_catalog::{Catalog, ComponentName, Version};
-use fwrepo_chunk::bases::{choose_bases, shared_chunks};
-use fwrepo_chunk::delta::{self, Encoding};
-use fwrepo_store::{ChunkId, Digest, Store};
+use fwrepo_chunk::bases::choose_bases;
+use fwrepo_chunk::delta::{self, BasesKey, Encoding};
+use fwrepo_store::{ChunkId, Digest, Store, StoredDelta};
 
 use crate::error::Result;
-
-/// One stored delta: base, target, encoding, payload.
-type Delta = (ChunkId, ChunkId, Encoding, Vec<u8>);
 
 /// Most bytes of changed target chunks encoded for one component.
 pub const MAX_TARGET_BYTES_PER_COMPONENT: u64 = 1 << 30;
@@ -51,42 +50,48 @@ pub(crate) fn precompute(store: &Store, seed: &Digest, target: &Digest, level: i
     }
     let target_chunks = store.chunk_index(target)?.chunks;
     let seed_chunks = store.chunk_index(seed)?.chunks;
-    if shared_chunks(&target_chunks, &seed_chunks) == 0 {
-        return Ok(0);
-    }
     let bases = choose_bases(&target_chunks, &seed_chunks);
-    let mut pairs: Vec<(ChunkId, ChunkId)> = Vec::new();
-    let mut seen: HashSet<(ChunkId, ChunkId)> = HashSet::new();
+    let mut pairs: Vec<(Vec<ChunkId>, BasesKey, ChunkId)> = Vec::new();
+    let mut seen: HashSet<(BasesKey, ChunkId)> = HashSet::new();
     let mut bytes = 0u64;
-    for ((t, len), base) in target_chunks.iter().zip(bases) {
-        let Some(b) = base else { continue };
-        if !seen.insert((b, *t)) || store.has_precomputed_delta(&b, t)? {
+    for ((t, len), bases) in target_chunks.iter().zip(bases) {
+        if bases.is_empty() {
+            continue;
+        }
+        let key = BasesKey::of(&bases);
+        if !seen.insert((key, *t)) || store.has_precomputed_delta(&key, t)? {
             continue;
         }
         bytes += u64::from(*len);
         if bytes > MAX_TARGET_BYTES_PER_COMPONENT {
             break;
         }
-        pairs.push((b, *t));
+        pairs.push((bases, key, *t));
     }
     if pairs.is_empty() {
         return Ok(0);
     }
     // Spread over the cores: each thread encodes every n-th pair.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len());
-    let results: Vec<Result<Vec<Delta>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<StoredDelta>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|k| {
                 let pairs = &pairs;
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for (b, t) in pairs.iter().skip(k).step_by(threads) {
-                        let (Some(tb), Some(bb)) = (store.read_chunk(t)?, store.read_chunk(b)?) else { continue };
-                        let (enc, payload) = delta::encode(&tb, Some(&bb), level)
+                    let mut prefix = Vec::new();
+                    'pair: for (bases, key, t) in pairs.iter().skip(k).step_by(threads) {
+                        let Some(tb) = store.read_chunk(t)? else { continue };
+                        prefix.clear();
+                        for b in bases {
+                            let Some(bb) = store.read_chunk(b)? else { continue 'pair };
+                            prefix.extend_from_slice(&bb);
+                        }
+                        let (enc, payload) = delta::encode(&tb, Some(&prefix), level)
                             .map_err(|e| crate::Error::Invalid(format!("delta of chunk {t}: {e}")))?;
                         // A raw frame saves nothing over a range: not worth a record.
                         if enc != Encoding::Raw {
-                            out.push((*b, *t, enc, payload));
+                            out.push((*key, *t, enc, payload));
                         }
                     }
                     Ok(out)

@@ -13,20 +13,24 @@
 //! synthetic series makes inside one chunk: a few patched bytes, an inserted run, a removed
 //! run, a shift; plus chunks sent without a base (zstd alone).
 //!
-//! Measured here (2 shared cores, load ~12, so absolute rates are low and noisy; the ratios
-//! held across runs), one thread:
+//! Measured 2026-12-02 (2 shared cores under other builds, so absolute rates are low and
+//! noisy; the ratios held across runs), one thread, bases chosen by `choose_bases` (several
+//! per chunk where a chunk overlaps several seed chunks):
 //!
 //! | pairs | level 1 | 3 | 6 | 9 | 12 | 19 |
 //! |---|---|---|---|---|---|---|
-//! | GRUB deb12u1 → u2, 3 EFI images, 60 changed chunks: bytes | 258,852 | 170,958 | 160,095 | 153,823 | 151,667 | 140,758 |
-//! | same: deltas/s per core | 2,596 | 1,667 | 377 | 289 | 22 | 16 |
-//! | OVMF_CODE_4M.fd, 23 changed chunks: bytes | 1,514,663 | 1,513,415 | 1,513,394 | 1,513,395 | 1,513,395 | 1,512,990 |
-//! | synthetic, 100 pairs: bytes | 1,767,678 | 1,767,727 | 1,767,637 | 1,767,637 | 1,766,584 | 1,767,181 |
-//! | synthetic: deltas/s per core | 4,700 | 3,208 | 837 | 782 | 260 | 139 |
+//! | GRUB deb12u1 → u2, 3 EFI images, 60 changed chunks: bytes | 486,738 | 129,526 | 117,358 | 112,190 | 109,817 | 99,358 |
+//! | same: deltas/s per core | 2,159 | 1,841 | 443 | 326 | 52 | 18 |
+//! | synthetic, 200 pairs: bytes | 3,672,585 | 3,671,064 | 3,669,526 | 3,669,527 | 3,668,517 | 3,669,548 |
+//! | synthetic: deltas/s per core | 14,195 | 10,954 | 2,811 | 3,773 | 887 | 195 |
+//!
+//! (GRUB: `--files` with `usr/lib/grub/x86_64-efi/monolithic/{grubx64,gcdx64,grubnetx64}.efi`
+//! of both versions; decoding at level 3 ran at 26,138 deltas/s.)
 //!
 //! So the server's on-demand default, `ON_DEMAND_LEVEL`, is 3: past it the bytes shrink by
-//! at most 10% (GRUB at 9) to 18% (GRUB at 19) and not at all on high-entropy images, for
-//! 4–100× the CPU; below it (level 1) GRUB's deltas grow by half. The common update path does
+//! at most 13% (GRUB at 9) to 23% (GRUB at 19) and not at all on high-entropy images, for
+//! 4–100× the CPU; below it (level 1) GRUB's deltas grow almost fourfold (level 1 makes poor
+//! use of a prefix of several chunks). The common update path does
 //! not pay this trade: `fwrepo publish` precomputes at 19 (`fwrepo_chunk::delta::DEFAULT_LEVEL`),
 //! where CPU is spent once, offline. Decoding costs the client far less than either.
 
@@ -75,7 +79,12 @@ fn file_pairs(old: &[u8], new: &[u8]) -> Vec<Pair> {
         .zip(bases)
         .filter(|(c, _)| !held.contains(&c.0))
         .map(|(c, b)| Pair {
-            base: b.map(|b| old[o.iter().find(|x| x.0 == b).expect("base of old").2.clone()].to_vec()),
+            // The prefix a delta is made against: the bases' bytes, concatenated in order.
+            base: (!b.is_empty()).then(|| {
+                b.iter()
+                    .flat_map(|b| old[o.iter().find(|x| x.0 == *b).expect("base of old").2.clone()].to_vec())
+                    .collect()
+            }),
             target: new[c.2.clone()].to_vec(),
         })
         .collect()

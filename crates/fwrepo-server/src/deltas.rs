@@ -5,23 +5,26 @@
 //! The blob passes the download gate exactly as for ranges (`service::authenticate`, then
 //! `service::authorize`: 401, 403, 404 alike). Every target must be a chunk of the blob's chunk
 //! index (400 `target_not_in_blob` naming the entry). A delta also tells how the target relates
-//! to its base, so a base counts only when it is a chunk of some blob the token is entitled
-//! to; any other base (not entitled, unknown) is dropped before anything else happens, so that
-//! entry is answered with the very bytes of a request that named no base.
+//! to its bases, so a base counts only when it is a chunk of some blob the token is entitled
+//! to; an entry naming any other base (not entitled, unknown) has all its bases dropped before
+//! anything else happens, so that entry is answered with the very bytes of a request that
+//! named none. An entry may name at most `MAX_BASES` bases of at most `MAX_BASE_BYTES` in all
+//! (413 otherwise, checked on entitled bases only, so the limit tells nothing either).
 //!
 //! Which blobs hold a chunk comes from [`ChunkOwners`]: an in-memory map chunk id → the
-//! distinct model lists of the catalog's blobs that contain it, built from the catalog and the
+//! distinct model lists of the catalog's blobs that contain it (and its length), built from the catalog and the
 //! store's chunk indexes on the first request that names a base, and rebuilt after a refresh
 //! only when the catalog's release list changed (releases are immutable once published). By
-//! its layout (estimated, not measured) it costs about 45 bytes per distinct chunk (a 32-byte
-//! key and a 4-byte set index in a `HashMap`), so a million chunks take ~45 MB, and a build
+//! its layout (estimated, not measured) it costs about 50 bytes per distinct chunk (a 32-byte
+//! key, a 4-byte set index and a 4-byte length in a `HashMap`), so a million chunks take
+//! ~50 MB, and a build
 //! reads every catalog blob's chunk index once; the alternative, a `chunk → blobs` column
 //! family written at ingest, would have to be kept right by ingest, gc and mirror sync alike.
 //!
 //! # Cost
 //!
 //! In order: a delta `fwrepo publish` precomputed (`Store::precomputed_delta`, no compression),
-//! then the in-memory cache keyed by (base, target) under a byte budget (oldest out first),
+//! then the in-memory cache keyed by (bases, target) under a byte budget (oldest out first),
 //! then computation on blocking threads under a semaphore of `[deltas] workers` permits, never
 //! on the async runtime's threads. A request with something to compute takes one of
 //! `max_queued_requests` slots first; when none is free it is answered 503 with `Retry-After`
@@ -35,7 +38,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use fwrepo_chunk::delta::{self, DeltaRequest, Encoding, FRAME_HEADER_LEN, MAX_ENTRIES};
+use fwrepo_chunk::delta::{
+    self, BasesKey, DeltaRequest, Encoding, FRAME_HEADER_LEN, MAX_BASE_BYTES, MAX_BASES, MAX_ENTRIES,
+};
 use fwrepo_entitle::{Claims, Scope};
 use fwrepo_store::{ChunkId, Digest, Store};
 use http::request::Parts;
@@ -55,14 +60,15 @@ pub const CONTENT_TYPE: &str = "application/vnd.fwrepo.chunk-deltas";
 /// Most target-chunk bytes one request may ask for (the client splits larger batches).
 pub const MAX_TARGET_BYTES: u64 = 16 << 20;
 
-/// Largest request body: `MAX_ENTRIES` entries naming a target and a base in hex, with room
-/// for whitespace.
-const MAX_BODY: usize = MAX_ENTRIES * 192 + 1024;
+/// Largest request body: `MAX_ENTRIES` entries naming a target and `MAX_BASES` bases in hex,
+/// with room for whitespace.
+const MAX_BODY: usize = MAX_ENTRIES * (128 + 96 * MAX_BASES) + 1024;
 
 /// Bytes charged to the cache per entry beyond its payload (key, map and queue slots).
 const CACHE_ENTRY_OVERHEAD: u64 = 128;
 
-type Key = (Option<ChunkId>, ChunkId);
+/// What a reply frame depends on: the bases (in order) and the target.
+type Key = (BasesKey, ChunkId);
 
 /// The endpoint's shared state: pool, queue bound, cache, chunk owners and counters.
 pub(crate) struct Deltas {
@@ -258,7 +264,8 @@ pub(crate) struct ChunkOwners {
     groups: Vec<Vec<String>>,
     /// Distinct sets of group indexes.
     sets: Vec<Box<[u32]>>,
-    chunks: HashMap<ChunkId, u32>,
+    /// Chunk → (set index, length).
+    chunks: HashMap<ChunkId, (u32, u32)>,
 }
 
 impl ChunkOwners {
@@ -275,7 +282,7 @@ impl ChunkOwners {
         let mut groups = Vec::new();
         let mut set_ids: HashMap<Box<[u32]>, u32> = HashMap::new();
         let mut sets: Vec<Box<[u32]>> = Vec::new();
-        let mut chunks: HashMap<ChunkId, u32> = HashMap::new();
+        let mut chunks: HashMap<ChunkId, (u32, u32)> = HashMap::new();
         for blob in blobs {
             let index = match store.chunk_index(&blob) {
                 Ok(i) => i,
@@ -290,30 +297,33 @@ impl ChunkOwners {
                 groups.push(models);
                 (groups.len() - 1) as u32
             });
-            for (id, _) in &index.chunks {
+            for (id, len) in &index.chunks {
                 let next = match chunks.get(id) {
                     None => intern(&mut set_ids, &mut sets, Box::new([g])),
-                    Some(&s) if sets[s as usize].contains(&g) => continue,
-                    Some(&s) => {
+                    Some(&(s, _)) if sets[s as usize].contains(&g) => continue,
+                    Some(&(s, _)) => {
                         let mut v = sets[s as usize].to_vec();
                         v.push(g);
                         v.sort_unstable();
                         intern(&mut set_ids, &mut sets, v.into_boxed_slice())
                     }
                 };
-                chunks.insert(*id, next);
+                chunks.insert(*id, (next, *len));
             }
         }
         Ok(ChunkOwners { groups, sets, chunks })
     }
 
-    /// Whether `chunk` is in some blob `claims` may download; `memo` keeps per-group answers
-    /// for one request.
-    fn entitled(&self, claims: &Claims, chunk: &ChunkId, memo: &mut HashMap<u32, bool>) -> bool {
-        let Some(&set) = self.chunks.get(chunk) else { return false };
-        self.sets[set as usize].iter().any(|&g| {
-            *memo.entry(g).or_insert_with(|| claims.authorize(Scope::Download, &self.groups[g as usize]).is_ok())
-        })
+    /// The length of `chunk` when it is in some blob `claims` may download; `memo` keeps
+    /// per-group answers for one request.
+    fn entitled(&self, claims: &Claims, chunk: &ChunkId, memo: &mut HashMap<u32, bool>) -> Option<u32> {
+        let &(set, len) = self.chunks.get(chunk)?;
+        self.sets[set as usize]
+            .iter()
+            .any(|&g| {
+                *memo.entry(g).or_insert_with(|| claims.authorize(Scope::Download, &self.groups[g as usize]).is_ok())
+            })
+            .then_some(len)
     }
 }
 
@@ -418,32 +428,49 @@ where
         return Err(ApiError::TooLarge(format!("at most {MAX_TARGET_BYTES} bytes of target chunks per request")));
     }
 
-    // Every base must be a chunk of a blob the token may see; any other counts as unnamed.
+    // Every base must be a chunk of a blob the token may see; an entry naming any other is
+    // answered as one that named none.
     let deltas = state.deltas();
-    let mut keys: Vec<Key> = entries.iter().map(|e| (e.base, e.target)).collect();
-    if keys.iter().any(|(b, _)| b.is_some()) {
+    let mut entries = entries;
+    if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.bases.len() > MAX_BASES) {
+        return Err(ApiError::TooLarge(format!("entry {i} names {} bases, at most {MAX_BASES}", e.bases.len())));
+    }
+    if entries.iter().any(|e| !e.bases.is_empty()) {
         let owners = deltas.owners(state).await?;
         let mut memo = HashMap::new();
-        for key in &mut keys {
-            if let Some(b) = key.0
-                && !owners.entitled(&claims, &b, &mut memo)
-            {
-                key.0 = None;
-                deltas.counters.bases_dropped.fetch_add(1, Relaxed);
+        for (i, e) in entries.iter_mut().enumerate() {
+            let mut bytes = 0usize;
+            for b in &e.bases {
+                match owners.entitled(&claims, b, &mut memo) {
+                    Some(len) => bytes += len as usize,
+                    None => {
+                        bytes = 0;
+                        e.bases.clear();
+                        deltas.counters.bases_dropped.fetch_add(1, Relaxed);
+                        break;
+                    }
+                }
+            }
+            if bytes > MAX_BASE_BYTES {
+                return Err(ApiError::TooLarge(format!(
+                    "entry {i} names {bytes} bytes of bases, at most {MAX_BASE_BYTES}"
+                )));
             }
         }
     }
+    let keys: Vec<Key> = entries.iter().map(|e| (BasesKey::of(&e.bases), e.target)).collect();
+    let no_bases = BasesKey::of(&[]);
 
     // Precomputed, cached, or to compute (each distinct key once).
     let store = state.store();
     let mut found: HashMap<Key, (Encoding, Bytes)> = HashMap::new();
-    let mut todo: Vec<(Key, Span)> = Vec::new();
-    for (key, span) in keys.iter().zip(&targets) {
-        if found.contains_key(key) || todo.iter().any(|(k, _)| k == key) {
+    let mut todo: Vec<(Key, Vec<ChunkId>, Span)> = Vec::new();
+    for ((key, span), entry) in keys.iter().zip(&targets).zip(&entries) {
+        if found.contains_key(key) || todo.iter().any(|(k, _, _)| k == key) {
             continue;
         }
-        if let (Some(base), target) = key
-            && let Some(d) = store.precomputed_delta(base, target)?
+        if key.0 != no_bases
+            && let Some(d) = store.precomputed_delta(&key.0, &key.1)?
         {
             deltas.counters.precomputed.fetch_add(1, Relaxed);
             found.insert(*key, d);
@@ -456,7 +483,7 @@ where
             }
             None => {
                 deltas.counters.cache_misses.fetch_add(1, Relaxed);
-                todo.push((*key, *span));
+                todo.push((*key, entry.bases.clone(), *span));
             }
         }
     }
@@ -467,7 +494,7 @@ where
         })?;
         let slot = Arc::new(slot);
         let mut jobs = tokio::task::JoinSet::new();
-        for (key, span) in todo {
+        for (key, bases, span) in todo {
             let st = Arc::clone(state);
             let slot = Arc::clone(&slot);
             jobs.spawn(async move {
@@ -475,7 +502,7 @@ where
                 let d = st.deltas();
                 let permit = Arc::clone(&d.workers).acquire_owned().await.map_err(ApiError::internal)?;
                 let st2 = Arc::clone(&st);
-                let out = tokio::task::spawn_blocking(move || compute(&st2, &blob, key, span, permit))
+                let out = tokio::task::spawn_blocking(move || compute(&st2, &blob, key, &bases, span, permit))
                     .await
                     .map_err(ApiError::internal)??;
                 Ok::<_, ApiError>((key, out))
@@ -513,6 +540,7 @@ fn compute(
     state: &ServerState,
     blob: &Digest,
     key: Key,
+    bases: &[ChunkId],
     span: Span,
     permit: OwnedSemaphorePermit,
 ) -> Result<(Encoding, Bytes), ApiError> {
@@ -523,23 +551,31 @@ fn compute(
         1 => parts.into_iter().next().expect("one part"),
         _ => Bytes::from(parts.concat()),
     };
-    // The owner map said the store holds it; gc may have taken it since. Then this one
-    // answer goes without a base, and is not cached under the base's key.
-    let base = match key.0 {
-        Some(b) => store.read_chunk(&b)?,
-        None => None,
-    };
+    // The owner map said the store holds them; gc may have taken one since. Then this one
+    // answer goes without bases, and is not cached under the bases' key.
+    let mut prefix = Vec::new();
+    let mut all_read = true;
+    for b in bases {
+        match store.read_chunk(b)? {
+            Some(bytes) => prefix.extend_from_slice(&bytes),
+            None => {
+                all_read = false;
+                prefix.clear();
+                break;
+            }
+        }
+    }
     let active = d.counters.active.fetch_add(1, Relaxed) + 1;
     d.counters.max_active.fetch_max(active, Relaxed);
     let started = Instant::now();
-    let encoded = delta::encode(&target, base.as_deref(), d.level);
+    let encoded = delta::encode(&target, (!prefix.is_empty()).then_some(prefix.as_slice()), d.level);
     d.counters.active.fetch_sub(1, Relaxed);
     drop(permit);
     d.counters.computations.fetch_add(1, Relaxed);
     d.counters.compute_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
     let (enc, payload) = encoded.map_err(ApiError::internal)?;
     let out = (enc, Bytes::from(payload));
-    if key.0.is_none() || base.is_some() {
+    if all_read {
         d.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, out.clone());
     }
     Ok(out)
@@ -552,7 +588,7 @@ mod tests {
     #[test]
     fn cache_stays_within_its_byte_budget_and_drops_oldest_first() {
         let mut c = Cache::new(10_000);
-        let key = |n: u8| (None, Digest::of(&[n]));
+        let key = |n: u8| (BasesKey::of(&[]), Digest::of(&[n]));
         for n in 0..50u8 {
             c.insert(key(n), (Encoding::Raw, Bytes::from(vec![n; 1000])));
             assert!(c.bytes <= c.budget, "{} > {}", c.bytes, c.budget);

@@ -1,31 +1,42 @@
 //! Chunk reads by id and the precomputed chunk-pair deltas of `fwrepo publish`.
 //!
-//! Column family `store.deltas`: key `base id (32 bytes) | target id (32 bytes)` → format
-//! marker, then the frame encoding byte and the payload (`fwrepo_chunk::delta`). `fwrepo
-//! publish` writes the deltas from each component's previous version to its new one, so the
-//! server answers the common update without compressing anything. A record is only a cache:
-//! the server still checks that the target is a chunk of the requested blob and that the
-//! caller may see the base, and the client checks the decoded chunk against its id.
-//! Records whose chunks `gc` removed are never served (the target check fails first).
+//! Column family `store.deltas`: key `target id (32 bytes) | bases key (32 bytes)` (the
+//! [`BasesKey`] of the list of bases, in order) → format marker, then the frame encoding byte
+//! and the payload (`fwrepo_chunk::delta`). `fwrepo publish` writes the deltas from each
+//! component's previous version to its new one, so the server answers the common update
+//! without compressing anything. A record is only a cache: the server still checks that the
+//! target is a chunk of the requested blob and that the caller may see every base, and the
+//! client checks the decoded chunk against its id. `gc` deletes the records of the targets it
+//! removes; records of a removed base are never served (the server no longer counts that
+//! base as one the caller may see). Records of the first layout (`base | target`, marker 1)
+//! are never looked up; `gc` removes them with the chunks they name.
 
 use bytes::Bytes;
-use fwrepo_chunk::delta::Encoding;
+use fwrepo_chunk::delta::{BasesKey, Encoding};
 use fwrepo_db::{WriteBatch, decode, encode};
 
 use crate::error::{Error, Result};
 use crate::index::{CF_CHUNKS, ChunkLoc};
 use crate::{ChunkId, Digest, Store};
 
-/// Base chunk → target chunk → encoded target.
+/// Target chunk → bases → encoded target.
 pub const CF_DELTAS: &str = "store.deltas";
 
-const DELTA_V1: u8 = 1;
+const DELTA_V2: u8 = 2;
 
-fn delta_key(base: &ChunkId, target: &ChunkId) -> [u8; 64] {
+/// One delta to store: the bases' key, the target, its encoding and payload.
+pub type StoredDelta = (BasesKey, ChunkId, Encoding, Vec<u8>);
+
+fn delta_key(bases: &BasesKey, target: &ChunkId) -> [u8; 64] {
     let mut k = [0u8; 64];
-    k[..32].copy_from_slice(base.as_bytes());
-    k[32..].copy_from_slice(target.as_bytes());
+    k[..32].copy_from_slice(target.as_bytes());
+    k[32..].copy_from_slice(bases.0.as_bytes());
     k
+}
+
+/// The target a `store.deltas` key names (`gc` keeps the records of live targets only).
+pub(crate) fn delta_target(key: &[u8]) -> Option<ChunkId> {
+    if key.len() == 64 { Digest::from_slice(&key[..32]) } else { None }
 }
 
 impl Store {
@@ -55,26 +66,27 @@ impl Store {
         Ok(Some(bytes))
     }
 
-    /// The precomputed delta of `target` against `base`, if publish stored one. A data dir
+    /// The precomputed delta of `target` against `bases`, if publish stored one. A data dir
     /// from before deltas (a reader that lacks the family) simply has none.
-    pub fn precomputed_delta(&self, base: &ChunkId, target: &ChunkId) -> Result<Option<(Encoding, Bytes)>> {
+    pub fn precomputed_delta(&self, bases: &BasesKey, target: &ChunkId) -> Result<Option<(Encoding, Bytes)>> {
         let Some(cf) = self.db.cf(CF_DELTAS) else { return Ok(None) };
-        let Some(value) = self.db.get(cf, &delta_key(base, target))? else { return Ok(None) };
-        let body = decode(CF_DELTAS, DELTA_V1, &value)?;
-        let corrupt = |reason: String| Error::CorruptRecord { what: format!("delta {base} -> {target}"), reason };
+        let Some(value) = self.db.get(cf, &delta_key(bases, target))? else { return Ok(None) };
+        let body = decode(CF_DELTAS, DELTA_V2, &value)?;
+        let corrupt =
+            |reason: String| Error::CorruptRecord { what: format!("delta of {target} (bases {})", bases.0), reason };
         let (&enc, payload) = body.split_first().ok_or_else(|| corrupt("no encoding byte".into()))?;
         let enc = Encoding::from_byte(enc).map_err(|e| corrupt(e.to_string()))?;
         Ok(Some((enc, Bytes::copy_from_slice(payload))))
     }
 
-    /// Whether a delta of `target` against `base` is stored.
-    pub fn has_precomputed_delta(&self, base: &ChunkId, target: &ChunkId) -> Result<bool> {
+    /// Whether a delta of `target` against `bases` is stored.
+    pub fn has_precomputed_delta(&self, bases: &BasesKey, target: &ChunkId) -> Result<bool> {
         let Some(cf) = self.db.cf(CF_DELTAS) else { return Ok(false) };
-        Ok(self.db.get(cf, &delta_key(base, target))?.is_some())
+        Ok(self.db.get(cf, &delta_key(bases, target))?.is_some())
     }
 
-    /// Stores deltas `(base, target, encoding, payload)` in one durable batch (writer only).
-    pub fn put_deltas(&self, deltas: &[(ChunkId, ChunkId, Encoding, Vec<u8>)]) -> Result<()> {
+    /// Stores deltas `(bases, target, encoding, payload)` in one durable batch (writer only).
+    pub fn put_deltas(&self, deltas: &[StoredDelta]) -> Result<()> {
         if self.is_read_only() {
             return Err(Error::ReadOnly { op: "put_deltas" });
         }
@@ -84,11 +96,11 @@ impl Store {
         let cf = self.db.require_cf(CF_DELTAS)?;
         let mut batch = WriteBatch::default();
         let mut body = Vec::new();
-        for (base, target, enc, payload) in deltas {
+        for (bases, target, enc, payload) in deltas {
             body.clear();
             body.push(*enc as u8);
             body.extend_from_slice(payload);
-            batch.put_cf(cf, delta_key(base, target), encode(DELTA_V1, &body));
+            batch.put_cf(cf, delta_key(bases, target), encode(DELTA_V2, &body));
         }
         self.db.write(batch, true)?;
         Ok(())
@@ -112,13 +124,15 @@ mod tests {
         assert_eq!(&store.read_chunk(&first).unwrap().unwrap()[..], &data[..len as usize]);
         assert!(store.read_chunk(&Digest::of(b"absent")).unwrap().is_none());
 
-        let (base, target) = (Digest::of(b"b"), Digest::of(b"t"));
+        let (b, target) = (Digest::of(b"b"), Digest::of(b"t"));
+        let base = BasesKey::of(&[b]);
         assert!(store.precomputed_delta(&base, &target).unwrap().is_none());
         store.put_deltas(&[(base, target, Encoding::ZstdWithBase, vec![1, 2, 3])]).unwrap();
         let (enc, payload) = store.precomputed_delta(&base, &target).unwrap().unwrap();
         assert_eq!((enc, &payload[..]), (Encoding::ZstdWithBase, &[1u8, 2, 3][..]));
         assert!(store.has_precomputed_delta(&base, &target).unwrap());
-        assert!(!store.has_precomputed_delta(&target, &base).unwrap());
+        assert!(!store.has_precomputed_delta(&BasesKey::of(&[target]), &b).unwrap());
+        assert!(!store.has_precomputed_delta(&BasesKey::of(&[b, b]), &target).unwrap());
     }
 
     #[test]
@@ -126,10 +140,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Store::init(dir.path(), &InitOptions::default()).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (base, target) = (Digest::of(b"b"), Digest::of(b"t"));
+        let (base, target) = (BasesKey::of(&[Digest::of(b"b")]), Digest::of(b"t"));
         let cf = store.db.require_cf(CF_DELTAS).unwrap();
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf, delta_key(&base, &target), encode(DELTA_V1, &[9, 1, 2]));
+        batch.put_cf(cf, delta_key(&base, &target), encode(DELTA_V2, &[9, 1, 2]));
         store.db.write(batch, true).unwrap();
         assert!(store.precomputed_delta(&base, &target).is_err());
     }

@@ -48,6 +48,8 @@ impl Default for GcOptions {
 pub struct GcReport {
     pub blobs_removed: u64,
     pub chunks_removed: u64,
+    /// Precomputed deltas whose target chunk was removed.
+    pub deltas_removed: u64,
     pub packs_rewritten: u64,
     pub packs_removed: u64,
     /// Pack bytes given back to the file system.
@@ -96,6 +98,16 @@ impl Store {
             } else {
                 batch.delete_cf(chunks_cf, k);
                 report.chunks_removed += 1;
+            }
+        }
+        // Precomputed deltas of chunks that go.
+        if let Some(deltas_cf) = self.db.cf(crate::deltas::CF_DELTAS) {
+            for item in rocks.iterator_cf(deltas_cf, IteratorMode::Start) {
+                let (k, _) = item.map_err(|e| self.db.err(e))?;
+                if !crate::deltas::delta_target(&k).is_some_and(|t| live_chunks.contains(&t)) {
+                    batch.delete_cf(deltas_cf, k);
+                    report.deltas_removed += 1;
+                }
             }
         }
         report.blobs_removed = dead_blobs.len() as u64;

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use fwrepo_db::{Db, IteratorMode, Mode, WriteBatch};
 
 pub use config::StoreConfig;
-pub use deltas::CF_DELTAS;
+pub use deltas::{CF_DELTAS, StoredDelta};
 // The chunk format is fwrepo-chunk's (RocksDB-free, shared with the sync and the client);
 // re-exported so the store's users and its own modules (`crate::chunk_index::…`) read as before.
 pub use error::{Error, Result};

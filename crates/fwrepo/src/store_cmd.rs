@@ -206,9 +206,10 @@ pub fn gc(a: GcArgs) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "removed {} blobs and {} chunks; rewrote {} packs, removed {} packs; reclaimed {} bytes ({} dead bytes left below the threshold)",
+            "removed {} blobs, {} chunks and {} precomputed deltas; rewrote {} packs, removed {} packs; reclaimed {} bytes ({} dead bytes left below the threshold)",
             report.blobs_removed,
             report.chunks_removed,
+            report.deltas_removed,
             report.packs_rewritten,
             report.packs_removed,
             report.bytes_reclaimed,

@@ -141,8 +141,10 @@ impl DeltaPeer {
             let Some(target) = mine.get(&e.target) else {
                 return (StatusCode::BAD_REQUEST, "application/json", json("target_not_in_blob"));
             };
-            // An unknown base is answered as if none had been named.
-            let base = e.base.and_then(|b| st.chunks.get(&b).cloned());
+            // An entry naming an unknown base is answered as if it had named none.
+            let known: Option<Vec<&Bytes>> = e.bases.iter().map(|b| st.chunks.get(b)).collect();
+            let base: Option<Vec<u8>> =
+                known.filter(|k| !k.is_empty()).map(|k| k.iter().flat_map(|b| b.iter().copied()).collect());
             let (mut enc, mut payload) = delta::encode(target, base.as_deref(), LEVEL).unwrap();
             if k == 0 {
                 match &hostile {

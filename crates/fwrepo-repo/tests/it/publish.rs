@@ -366,7 +366,7 @@ fn export_migrates_a_plain_directory_out_from_an_older_version() {
 #[test]
 fn publish_precomputes_the_deltas_from_each_components_previous_version() {
     use fwrepo_chunk::bases::choose_bases;
-    use fwrepo_chunk::delta::{self, Encoding};
+    use fwrepo_chunk::delta::{self, BasesKey, Encoding};
     let f = fixture();
     let repo = Repo::open(&f.data).unwrap();
     let (m0, m1) = (Manifest::load(&f.synthetic(0)).unwrap(), Manifest::load(&f.synthetic(1)).unwrap());
@@ -386,14 +386,17 @@ fn publish_precomputes_the_deltas_from_each_components_previous_version() {
         );
         let seed = store.chunk_index(old).unwrap().chunks;
         let target = store.chunk_index(new).unwrap().chunks;
-        for ((t, len), base) in target.iter().zip(choose_bases(&target, &seed)) {
-            let Some(b) = base else { continue };
+        for ((t, len), bases) in target.iter().zip(choose_bases(&target, &seed)) {
+            if bases.is_empty() {
+                continue;
+            }
             based += 1;
-            let Some((enc, payload)) = store.precomputed_delta(&b, t).unwrap() else { continue };
+            let Some((enc, payload)) = store.precomputed_delta(&BasesKey::of(&bases), t).unwrap() else { continue };
             stored += 1;
-            assert_eq!(enc, Encoding::ZstdWithBase);
-            let base_bytes = store.read_chunk(&b).unwrap().unwrap();
-            let bytes = delta::decode(enc, &payload, Some(&base_bytes), *len as usize).unwrap();
+            assert_ne!(enc, Encoding::Raw, "a raw frame is not worth a record");
+            let prefix: Vec<u8> = bases.iter().flat_map(|b| store.read_chunk(b).unwrap().unwrap().to_vec()).collect();
+            let prefix = (enc == Encoding::ZstdWithBase).then_some(prefix.as_slice());
+            let bytes = delta::decode(enc, &payload, prefix, *len as usize).unwrap();
             assert_eq!(fwrepo_store::Digest::of(&bytes), *t);
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use fwrepo_catalog::{Catalog, Release};
 use fwrepo_chunk::bases::choose_bases;
-use fwrepo_chunk::delta::{self, DeltaEntry, DeltaRequest, Encoding, FRAME_HEADER_LEN};
+use fwrepo_chunk::delta::{self, BasesKey, DeltaEntry, DeltaRequest, Encoding, FRAME_HEADER_LEN};
 use fwrepo_store::{ChunkId, Digest};
 use fwrepo_synth::Change;
 use http::{Method, StatusCode};
@@ -89,7 +89,7 @@ fn rebuild(fx: &Fixture, token: &str, seed: &Blob, target: &Blob) -> (Vec<u8>, u
     let mut entries = Vec::new();
     for (&(id, _, _), base) in target_chunks.iter().zip(&bases) {
         if !seed_at.contains_key(&id) {
-            entries.push(DeltaEntry { target: id, base: *base });
+            entries.push(DeltaEntry { target: id, bases: base.clone() });
         }
     }
     let mut got: HashMap<ChunkId, Vec<u8>> = HashMap::new();
@@ -101,8 +101,8 @@ fn rebuild(fx: &Fixture, token: &str, seed: &Blob, target: &Blob) -> (Vec<u8>, u
         assert_eq!(frames.len(), entries.len());
         for (e, (enc, payload)) in entries.iter().zip(frames) {
             let len = target_chunks.iter().find(|c| c.0 == e.target).unwrap().1 as usize;
-            let base = e.base.map(|b| seed_bytes(&b));
-            let base = if enc == Encoding::ZstdWithBase { base } else { None };
+            let prefix: Vec<u8> = e.bases.iter().flat_map(|b| seed_bytes(b).to_vec()).collect();
+            let base = (enc == Encoding::ZstdWithBase).then_some(prefix.as_slice());
             let bytes = delta::decode(enc, &payload, base, len).unwrap();
             assert_eq!(Digest::of(&bytes), e.target, "a decoded chunk must hash to its id");
             got.insert(e.target, bytes);
@@ -147,7 +147,7 @@ fn every_synthetic_edit_round_trips_through_deltas() {
 fn target_blob_outside_the_tokens_models_is_forbidden() {
     let fx = Fixture::new();
     let first = chunks(&fx, &fx.big)[0].0;
-    let entry = [DeltaEntry { target: first, base: None }];
+    let entry = [DeltaEntry { target: first, bases: vec![] }];
     let outside = post_deltas(&fx, &fx.big, &token(DL360), &entry);
     assert_eq!(outside.status, StatusCode::FORBIDDEN);
     // An unknown blob answers the same 403 to a token that cannot see everything ...
@@ -175,12 +175,12 @@ fn base_outside_the_tokens_models_is_answered_as_no_base() {
         .find(|(b, h)| b.0 != h.0 && b.1 == h.1)
         .map(|(b, h)| (b.0, h.0))
         .expect("a patched chunk at the same place");
-    let plain = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, base: None }]);
-    let hidden_base = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, base: Some(base) }]);
+    let plain = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, bases: vec![] }]);
+    let hidden_base = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, bases: vec![base] }]);
     assert_eq!(hidden_base.status, StatusCode::OK);
     assert_eq!(hidden_base.body, plain.body, "a base the token may not see must change nothing");
     // The same base for a token that may see it does make a delta: the check is what hid it.
-    let seen = post_deltas(&fx, &fx.big, &token("*"), &[DeltaEntry { target, base: Some(base) }]);
+    let seen = post_deltas(&fx, &fx.big, &token("*"), &[DeltaEntry { target, bases: vec![base] }]);
     let f = frames(&seen);
     assert_eq!(f[0].0, Encoding::ZstdWithBase);
     assert!(seen.body.len() < plain.body.len());
@@ -188,12 +188,68 @@ fn base_outside_the_tokens_models_is_answered_as_no_base() {
 }
 
 #[test]
+fn one_hidden_base_among_seen_ones_is_answered_as_no_base() {
+    let fx = Fixture::new();
+    let mut rng = fwrepo_synth::Rng::new(8);
+    let copy = fwrepo_synth::mutate(&mut rng, &fx.big.bytes, Change::SmallPatch);
+    let hidden = publish(&fx, copy, "2025.03.0", "firmware/rom-dl360.bin", &[DL360]);
+    let big = chunks(&fx, &fx.big);
+    let (target, seen) = (big[2].0, big[1].0);
+    let hidden_chunk = chunks(&fx, &hidden).into_iter().find(|h| big.iter().all(|b| b.0 != h.0)).unwrap().0;
+    let t = token(DL380);
+    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![] }]);
+    let mixed = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![seen, hidden_chunk] }]);
+    assert_eq!(mixed.status, StatusCode::OK);
+    assert_eq!(mixed.body, plain.body, "one base the token may not see drops them all");
+    // Without the hidden one the seen base is used (or the chunk alone wins on its own).
+    let fine = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![seen] }]);
+    assert_eq!(fine.status, StatusCode::OK);
+    assert!(fx.metric("fwrepo_delta_bases_dropped_total") >= 1);
+}
+
+#[test]
+fn too_many_bases_or_base_bytes_in_an_entry_are_refused_with_413() {
+    let fx = Fixture::new();
+    let t = token("*");
+    let all = chunks(&fx, &fx.big);
+    let target = all[0].0;
+    let nine = vec![all[1].0; delta::MAX_BASES + 1];
+    let r = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: nine }]);
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["reason"].as_str().unwrap().contains("bases"), "{v}");
+}
+
+#[test]
+fn bases_of_more_than_a_mebibyte_in_an_entry_are_refused_with_413() {
+    // Chunks up to 1 MiB, so that a few bases can weigh more than the limit.
+    let sizes = fwrepo_store::ChunkerParams { min_size: 64 << 10, avg_size: 256 << 10, max_size: 1 << 20 };
+    let fx = Fixture::with_store(sizes, fwrepo_store::InitOptions::default().pack_max_size, |_| {});
+    let t = token("*");
+    let target = chunks(&fx, &fx.big)[0].0;
+    // Erased flash: chunks of the largest size, one id.
+    let flat = publish(&fx, vec![0xFF; 3 << 20], "2025.04.0", "firmware/erased.bin", &[DL380]);
+    let (erased, len) = (chunks(&fx, &flat)[0].0, chunks(&fx, &flat)[0].1 as usize);
+    assert_eq!(len, delta::MAX_BASE_BYTES);
+    let r = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![erased, erased] }]);
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["reason"].as_str().unwrap().contains("bytes of bases"), "{v}");
+    // At the limit it is served.
+    let r = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![erased] }]);
+    assert_eq!(frames(&r).len(), 1);
+    // A token that may not see the bases learns nothing from the limit: no base, no 413.
+    let outsider = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, bases: vec![Digest::of(b"x"); 8] }]);
+    assert_eq!(outsider.status, StatusCode::OK);
+}
+
+#[test]
 fn unknown_base_is_answered_as_no_base() {
     let fx = Fixture::new();
     let target = chunks(&fx, &fx.big)[3].0;
     let t = token("*");
-    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: None }]);
-    let unknown = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: Some(Digest::of(b"never stored")) }]);
+    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![] }]);
+    let unknown = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![Digest::of(b"never stored")] }]);
     assert_eq!(unknown.status, StatusCode::OK);
     assert_eq!(unknown.body, plain.body);
 }
@@ -207,7 +263,7 @@ fn target_chunk_not_in_the_named_blob_is_refused() {
         &fx,
         &fx.big,
         &token("*"),
-        &[DeltaEntry { target: mine, base: None }, DeltaEntry { target: foreign, base: None }],
+        &[DeltaEntry { target: mine, bases: vec![] }, DeltaEntry { target: foreign, bases: vec![] }],
     );
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -221,7 +277,7 @@ fn too_many_entries_or_target_bytes_are_refused_with_413() {
     let t = token("*");
     let all = chunks(&fx, &fx.big);
     let small = all.iter().min_by_key(|c| c.1).unwrap().0;
-    let many = vec![DeltaEntry { target: small, base: None }; delta::MAX_ENTRIES + 1];
+    let many = vec![DeltaEntry { target: small, bases: vec![] }; delta::MAX_ENTRIES + 1];
     let r = post_deltas(&fx, &fx.big, &t, &many);
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -229,13 +285,13 @@ fn too_many_entries_or_target_bytes_are_refused_with_413() {
     // 1024 entries of the largest chunk: more than 16 MiB of targets.
     let largest = all.iter().max_by_key(|c| c.1).unwrap();
     assert!(u64::from(largest.1) * delta::MAX_ENTRIES as u64 > 16 << 20, "largest chunk {} bytes", largest.1);
-    let heavy = vec![DeltaEntry { target: largest.0, base: None }; delta::MAX_ENTRIES];
+    let heavy = vec![DeltaEntry { target: largest.0, bases: vec![] }; delta::MAX_ENTRIES];
     let r = post_deltas(&fx, &fx.big, &t, &heavy);
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"], "too_large");
     // Exactly the limit of entries is fine.
-    let ok = vec![DeltaEntry { target: small, base: None }; delta::MAX_ENTRIES];
+    let ok = vec![DeltaEntry { target: small, bases: vec![] }; delta::MAX_ENTRIES];
     assert_eq!(frames(&post_deltas(&fx, &fx.big, &t, &ok)).len(), delta::MAX_ENTRIES);
 }
 
@@ -256,10 +312,10 @@ fn malformed_delta_requests_are_bad_requests() {
 fn deltas_are_audited_and_counted() {
     let fx = Fixture::new();
     let target = chunks(&fx, &fx.big)[1].0;
-    let r = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, base: None }]);
+    let r = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, bases: vec![] }]);
     let sent = frames(&r).len();
     assert_eq!(sent, 1);
-    let again = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, base: None }]);
+    let again = post_deltas(&fx, &fx.big, &token(DL380), &[DeltaEntry { target, bases: vec![] }]);
     assert_eq!(again.body, r.body);
     let line = fx
         .audit_lines()
@@ -287,8 +343,8 @@ fn precomputed_deltas_are_served_without_compression() {
     let tbytes = fx.state.store().read_chunk(&t.0).unwrap().unwrap();
     let bbytes = fx.state.store().read_chunk(&b.0).unwrap().unwrap();
     let (enc, payload) = delta::encode(&tbytes, Some(&bbytes), delta::DEFAULT_LEVEL).unwrap();
-    fx.state.store().put_deltas(&[(b.0, t.0, enc, payload.clone())]).unwrap();
-    let r = post_deltas(&fx, &target, &token(DL380), &[DeltaEntry { target: t.0, base: Some(b.0) }]);
+    fx.state.store().put_deltas(&[(BasesKey::of(&[b.0]), t.0, enc, payload.clone())]).unwrap();
+    let r = post_deltas(&fx, &target, &token(DL380), &[DeltaEntry { target: t.0, bases: vec![b.0] }]);
     let f = frames(&r);
     assert_eq!((f[0].0, &f[0].1[..]), (enc, &payload[..]));
     assert_eq!(fx.metric("fwrepo_delta_precomputed_total"), 1);
@@ -311,7 +367,7 @@ fn pool_and_cache_bounds_hold_under_concurrent_delta_requests() {
     for (i, b) in all.iter().enumerate() {
         for (j, tg) in all.iter().enumerate() {
             if i != j {
-                pairs.push(DeltaEntry { target: tg.0, base: Some(b.0) });
+                pairs.push(DeltaEntry { target: tg.0, bases: vec![b.0] });
             }
         }
     }
@@ -343,11 +399,15 @@ fn pool_and_cache_bounds_hold_under_concurrent_delta_requests() {
                 ok += 1;
                 for (e, (enc, payload)) in entries.iter().zip(frames(resp)) {
                     let (len, _) = at[&e.target];
-                    let base = e.base.map(|b| {
-                        let (l, o) = at[&b];
-                        &fx.big.bytes[o..o + l as usize]
-                    });
-                    let base = if enc == Encoding::ZstdWithBase { base } else { None };
+                    let prefix: Vec<u8> = e
+                        .bases
+                        .iter()
+                        .flat_map(|b| {
+                            let (l, o) = at[b];
+                            fx.big.bytes[o..o + l as usize].to_vec()
+                        })
+                        .collect();
+                    let base = (enc == Encoding::ZstdWithBase).then_some(prefix.as_slice());
                     let bytes = delta::decode(enc, &payload, base, len as usize).unwrap();
                     assert_eq!(Digest::of(&bytes), e.target);
                 }
@@ -383,12 +443,12 @@ fn base_of_a_blob_no_release_names_counts_only_once_published() {
         .find(|(b, s)| b.0 != s.0 && b.1 == s.1)
         .map(|(b, s)| (b.0, s.0))
         .expect("a patched chunk at the same place");
-    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: None }]);
-    let early = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: Some(base) }]);
+    let plain = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![] }]);
+    let early = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![base] }]);
     assert_eq!(early.body, plain.body);
     // Published for the token's model: after the refresh the chunk-owner map knows it.
     publish(&fx, copy, "2025.03.0", "firmware/rom-later.bin", &[DL380]);
-    let late = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, base: Some(base) }]);
+    let late = post_deltas(&fx, &fx.big, &t, &[DeltaEntry { target, bases: vec![base] }]);
     assert_eq!(frames(&late)[0].0, Encoding::ZstdWithBase);
     assert_eq!(fx.metric("fwrepo_delta_owner_rebuilds_total"), 2);
 }

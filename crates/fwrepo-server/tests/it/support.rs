@@ -135,9 +135,18 @@ impl Fixture {
 
     /// The same with packs of at most `pack_max_size` bytes (small: blobs span packs).
     pub fn with_packs(pack_max_size: u64, tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
+        let chunk_sizes = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        Fixture::with_store(chunk_sizes, pack_max_size, tweak)
+    }
+
+    /// The same with the store's chunker sizes given.
+    pub fn with_store(
+        chunk_sizes: ChunkerParams,
+        pack_max_size: u64,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let chunk_sizes = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
         Store::init(&data, &InitOptions { chunk_sizes, pack_max_size }).unwrap();
         let opts = OpenOptions { read_only: false, extra_column_families: fwrepo_server::column_families() };
         let store = Store::open_with(&data, &opts).unwrap();

@@ -41,6 +41,25 @@ fn gc_keeps_roots_removes_the_rest_and_compacts() {
 }
 
 #[test]
+fn gc_removes_the_precomputed_deltas_of_the_chunks_it_removes() {
+    use fwrepo_chunk::delta::{BasesKey, Encoding};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::new_store(dir.path());
+    let keep = store.ingest_reader(&crate::image(1, 300_000)[..], "keep").unwrap().blob;
+    let gone = store.ingest_reader(&crate::image(2, 300_000)[..], "gone").unwrap().blob;
+    let (k, g) = (store.chunk_index(&keep).unwrap().chunks[0].0, store.chunk_index(&gone).unwrap().chunks[0].0);
+    // Against each other: the record of the kept target stays, that of the removed one goes.
+    let (to_keep, to_gone) = (BasesKey::of(&[g]), BasesKey::of(&[k]));
+    store.put_deltas(&[(to_keep, k, Encoding::Zstd, vec![1]), (to_gone, g, Encoding::Zstd, vec![2])]).unwrap();
+    let report = store.gc(&GcOptions { roots: Some(HashSet::from([keep])), min_dead_fraction: 0.1 }).unwrap();
+    assert_eq!(report.deltas_removed, 1, "{report:?}");
+    assert!(store.has_precomputed_delta(&to_keep, &k).unwrap());
+    assert!(!store.has_precomputed_delta(&to_gone, &g).unwrap());
+    // Nothing left to remove the second time.
+    assert_eq!(store.gc(&GcOptions::default()).unwrap().deltas_removed, 0);
+}
+
+#[test]
 fn gc_without_roots_keeps_every_blob() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::new_store(dir.path());
