@@ -276,6 +276,11 @@ struct Origin {
     refresh_wire: u64,
     params: ChunkerParams,
     no_deltas_flag: bool,
+    /// The server's address, for `/metrics`.
+    base: String,
+    /// Wall-clock seconds of every `fwrepo publish` (chunking, storing, signing and the
+    /// precomputed deltas).
+    publish_s: f64,
 }
 
 fn fwget_json(fwget: &Path, client: &Path, args: &[&str]) -> Result<Value> {
@@ -299,10 +304,12 @@ impl Origin {
                 .args(["--chunk-avg", &params.avg_size.to_string()])
                 .args(["--chunk-max", &params.max_size.to_string()]),
         )?;
+        let publish_started = Instant::now();
         for m in manifests {
             println!("publish {}", m.display());
             run_capture(Command::new(fwrepo).args(["publish", "--data"]).arg(&data).arg("--keys").arg(&keys).arg(m))?;
         }
+        let publish_s = publish_started.elapsed().as_secs_f64();
         let csv = tmp.join("agreements.csv");
         std::fs::write(
             &csv,
@@ -342,7 +349,22 @@ impl Origin {
             refresh_wire: refresh["wire_bytes"].as_u64().unwrap_or(0),
             params,
             no_deltas_flag: help.contains("--no-deltas"),
+            base,
+            publish_s,
         })
+    }
+
+    /// The server's `fwrepo_delta_*` counters.
+    fn delta_metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
+        let text = run_capture(Command::new("curl").args(["-sf", &format!("{}/metrics", self.base)]))?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("fwrepo_delta_"))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect())
     }
 
     /// The target paths and component names of a release, from signed metadata.
@@ -724,6 +746,20 @@ fn bench(bin: &Path, tmp: &Path, synthetic: &Path) -> Result<()> {
         some(&over_block)
     );
     println!("files where fwget > 1.05 x zstd -19 + 1 KB: {} of {}{}", over_zstd.len(), all.files, some(&over_zstd));
+    // What the deltas cost the server, from its own counters over the whole run.
+    let m = origin.delta_metrics()?;
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let (computed, compute_s) =
+        (get("fwrepo_delta_computations_total"), get("fwrepo_delta_compute_microseconds_total") / 1e6);
+    println!(
+        "server: {} delta entries answered: {} precomputed by publish, {} from the cache, {} compressed on demand in {compute_s:.2} s of compression = {} deltas/s per core at the on-demand level",
+        get("fwrepo_delta_entries_total"),
+        get("fwrepo_delta_precomputed_total"),
+        get("fwrepo_delta_cache_hits_total"),
+        computed,
+        if compute_s > 0.0 { format!("{:.0}", computed / compute_s) } else { "-".into() },
+    );
+    println!("publish: {:.1} s for every release, precomputed deltas included", origin.publish_s);
     println!("run took {:.0} s", started.elapsed().as_secs_f64());
     println!("delta: worst fwget/min(zsync,zchunk) = {worst_block:.2}, worst fwget/ideal = {worst_ideal:.2}");
     Ok(())
