@@ -160,13 +160,18 @@ fn target_blob_outside_the_tokens_models_is_forbidden() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A DL360-only blob that is a patched copy of the DL380 blob: its chunks make good bases
+/// that a DL380 token may not see.
+fn publish_hidden_copy(fx: &Fixture, seed: u64) -> Blob {
+    let mut rng = fwrepo_synth::Rng::new(seed);
+    let copy = fwrepo_synth::mutate(&mut rng, &fx.big.bytes, Change::SmallPatch);
+    publish(fx, copy, "2025.03.0", "firmware/rom-dl360.bin", &[DL360])
+}
+
 #[test]
 fn base_outside_the_tokens_models_is_answered_as_no_base() {
     let fx = Fixture::new();
-    // A DL360-only blob that is a patched copy of the DL380 blob: its chunks make good bases.
-    let mut rng = fwrepo_synth::Rng::new(7);
-    let copy = fwrepo_synth::mutate(&mut rng, &fx.big.bytes, Change::SmallPatch);
-    let hidden = publish(&fx, copy, "2025.03.0", "firmware/rom-dl360.bin", &[DL360]);
+    let hidden = publish_hidden_copy(&fx, 7);
     let big = chunks(&fx, &fx.big);
     let hid = chunks(&fx, &hidden);
     let (target, base) = big
@@ -190,9 +195,7 @@ fn base_outside_the_tokens_models_is_answered_as_no_base() {
 #[test]
 fn one_hidden_base_among_seen_ones_is_answered_as_no_base() {
     let fx = Fixture::new();
-    let mut rng = fwrepo_synth::Rng::new(8);
-    let copy = fwrepo_synth::mutate(&mut rng, &fx.big.bytes, Change::SmallPatch);
-    let hidden = publish(&fx, copy, "2025.03.0", "firmware/rom-dl360.bin", &[DL360]);
+    let hidden = publish_hidden_copy(&fx, 8);
     let big = chunks(&fx, &fx.big);
     let (target, seen) = (big[2].0, big[1].0);
     let hidden_chunk = chunks(&fx, &hidden).into_iter().find(|h| big.iter().all(|b| b.0 != h.0)).unwrap().0;
