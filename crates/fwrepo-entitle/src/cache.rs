@@ -1,5 +1,6 @@
 //! A bounded cache of tokens whose signature has been verified, so repeated requests with the
-//! same token cost a BLAKE3 hash and a map lookup instead of an Ed25519 verification.
+//! same token cost a short keyed hash, a map lookup and a comparison of the token bytes instead
+//! of an Ed25519 verification.
 //!
 //! Only the signature check is cached. On every hit the claims are checked again against the
 //! verifier passed in — expiry, audience, issuer, revocation by jti and subject, and that the
@@ -12,7 +13,8 @@
 //! this approximates random eviction without the bookkeeping of an LRU.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use crate::time::UnixTime;
@@ -22,28 +24,34 @@ use crate::verify::{MAX_TOKEN_LEN, Reject, Verifier};
 /// Independent locks, so that threads serving different tokens rarely contend.
 const SHARDS: usize = 16;
 
-/// BLAKE3 of the token string.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key([u8; 32]);
+/// How many bytes at the end of a token its table hash covers: part of the Ed25519
+/// signature, which differs between any two tokens the issuer signed.
+const HASHED_TAIL: usize = 48;
 
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already a uniform hash that callers cannot steer without a BLAKE3 preimage: eight
-        // of its bytes are a good enough table hash, and hashing again would cost as much as
-        // the lookup.
-        state.write_u64(u64::from_le_bytes(self.0[8..16].try_into().expect("8 bytes")));
-    }
+/// The table hash of a token: keyed SipHash of its length and last [`HASHED_TAIL`] bytes.
+///
+/// Not a cache key on its own: a hit also needs the whole token to equal the entry's, byte for
+/// byte, so two tokens that share a tail (a forged token that reuses a real signature) are
+/// simply different tokens. Only tokens whose signature verified are ever stored, and the hash
+/// is keyed per cache, so callers cannot steer stored tokens into one slot.
+fn table_hash(hasher: &RandomState, token: &[u8]) -> u64 {
+    let tail = &token[token.len().saturating_sub(HASHED_TAIL)..];
+    let mut h = hasher.build_hasher();
+    h.write_usize(token.len());
+    h.write(tail);
+    h.finish()
 }
 
+/// A map keyed by an already computed table hash.
 #[derive(Default)]
-struct KeyHasher(u64);
+struct PassThrough(u64);
 
-impl Hasher for KeyHasher {
+impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only reached if something other than `Key` is hashed; FNV-1a keeps it correct.
+        // Only reached if something other than a `u64` is hashed; FNV-1a keeps it correct.
         for b in bytes {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
@@ -54,6 +62,8 @@ impl Hasher for KeyHasher {
 }
 
 struct Entry {
+    /// The token itself: a hit needs the request's token to be these bytes.
+    token: Box<[u8]>,
     claims: Arc<Claims>,
     kid: String,
     key: [u8; 32],
@@ -61,12 +71,13 @@ struct Entry {
     until: UnixTime,
 }
 
-type Shard = HashMap<Key, Arc<Entry>, BuildHasherDefault<KeyHasher>>;
+type Shard = HashMap<u64, Arc<Entry>, BuildHasherDefault<PassThrough>>;
 
 /// A thread-safe, bounded cache of verified tokens. Share one per server (`Arc` or a static).
 pub struct TokenCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    hasher: RandomState,
 }
 
 impl TokenCache {
@@ -74,7 +85,7 @@ impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
-        TokenCache { shards, per_shard }
+        TokenCache { shards, per_shard, hasher: RandomState::new() }
     }
 
     /// [`Verifier::verify`], with the signature check skipped for tokens verified before.
@@ -120,11 +131,14 @@ impl TokenCache {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Reject::TooLarge);
         }
-        let key = Key(*blake3::hash(token.as_bytes()).as_bytes());
-        let shard = &self.shards[usize::from(key.0[0]) % SHARDS];
+        let key = table_hash(&self.hasher, token.as_bytes());
+        let shard = &self.shards[(key >> 56) as usize % SHARDS];
         let hit = {
             let mut map = lock(shard);
             match map.get(&key) {
+                // Another token with the same table hash: a miss (and, if it verifies, it
+                // takes the slot).
+                Some(e) if *e.token != *token.as_bytes() => None,
                 Some(e) if now < e.until => Some(Arc::clone(e)),
                 Some(_) => {
                     map.remove(&key);
@@ -147,6 +161,7 @@ impl TokenCache {
         let claims = Arc::new(verified.claims);
         if now < claims.exp {
             let entry = Arc::new(Entry {
+                token: token.as_bytes().into(),
                 claims: Arc::clone(&claims),
                 kid: verified.kid,
                 key: verified.key,

@@ -76,12 +76,112 @@ pub fn bounded_path(path: &str) -> String {
     out
 }
 
-/// The current time as RFC 3339 with milliseconds.
+/// The current time as RFC 3339 with milliseconds; the part up to the seconds is formatted
+/// once a second per thread.
 pub(crate) fn now_rfc3339() -> String {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    chrono::DateTime::from_timestamp(now.as_secs() as i64, now.subsec_nanos())
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    let secs = now.as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            // `YYYY-MM-DDTHH:MM:SS`, the same as chrono's RFC 3339 up to the fraction.
+            let full = chrono::DateTime::from_timestamp(secs as i64, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            let Some(prefix) = full.strip_suffix('Z') else { return String::new() };
+            c.1 = prefix.to_owned();
+            c.0 = secs;
+        }
+        let ms = now.subsec_millis();
+        let mut out = String::with_capacity(c.1.len() + 5);
+        out.push_str(&c.1);
+        out.push('.');
+        out.push(char::from(b'0' + (ms / 100) as u8));
+        out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+        out.push(char::from(b'0' + (ms % 10) as u8));
+        out.push('Z');
+        out
+    })
+}
+
+/// `bytes` as lowercase hex, appended to `out`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    for part in bytes.chunks(32) {
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(part) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        out.push_str(std::str::from_utf8(&buf[..part.len() * 2]).expect("hex digits are ASCII"));
+    }
+}
+
+/// Appends `record` to `out` as one JSON object, the same bytes `serde_json` writes for it
+/// (field order, escapes), without going through serde's machinery per field.
+fn encode(out: &mut Vec<u8>, r: &AuditRecord) {
+    out.extend_from_slice(b"{\"time\":");
+    json_str(out, &r.time);
+    out.extend_from_slice(b",\"client\":");
+    json_str(out, &r.client);
+    out.extend_from_slice(b",\"subject\":");
+    json_str(out, &r.subject);
+    out.extend_from_slice(b",\"jti\":");
+    json_str(out, &r.jti);
+    out.extend_from_slice(b",\"blob\":");
+    json_str(out, &r.blob);
+    out.extend_from_slice(b",\"path\":");
+    json_str(out, &r.path);
+    out.extend_from_slice(b",\"bytes\":");
+    out.extend_from_slice(crate::http1::itoa_u64(r.bytes, &mut [0; 20]));
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(crate::http1::itoa_u64(u64::from(r.status), &mut [0; 20]));
+    if !r.reason.is_empty() {
+        out.extend_from_slice(b",\"reason\":");
+        json_str(out, &r.reason);
+    }
+    out.push(b'}');
+}
+
+/// `s` as a JSON string, escaped as `serde_json` escapes it: `"`, `\\` and control characters
+/// below U+0020 (short forms where JSON has them, `\u00XX` otherwise); everything else as is.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    // Most fields need no escape at all (times, addresses, hex ids): one pass to tell.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..0x20 => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        from = i + 1;
+        if short != 0 {
+            out.extend_from_slice(&[b'\\', short]);
+        } else {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+        }
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
 }
 
 /// An append-only JSON-lines file rotated by size, written by a thread of its own.
@@ -139,15 +239,11 @@ impl AuditLog {
     }
 
     /// Buffers one record; the writer thread appends it soon (see the module docs). Fails
-    /// only when the record cannot be encoded, or when the buffer was full and writing it
-    /// out failed.
+    /// only when the buffer was full and writing it out failed.
     pub fn write(&self, record: &AuditRecord) -> std::io::Result<()> {
         let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         let before = p.lines.len();
-        if let Err(e) = serde_json::to_writer(&mut p.lines, record) {
-            p.lines.truncate(before);
-            return Err(std::io::Error::other(e));
-        }
+        encode(&mut p.lines, record);
         p.lines.push(b'\n');
         let len = p.lines.len();
         if len >= MAX_PENDING {
@@ -222,28 +318,19 @@ impl Shared {
             let mut rest = lines;
             while !rest.is_empty() {
                 let room = self.max_bytes.saturating_sub(inner.len) as usize;
-                // The longest run of whole lines that fits.
-                let mut take = 0;
-                let mut first = rest.len();
-                for (i, &b) in rest.iter().enumerate() {
-                    if b == b'\n' {
-                        if first == rest.len() {
-                            first = i + 1;
-                        }
-                        if i < room {
-                            take = i + 1;
-                        } else {
-                            break;
-                        }
-                    }
-                }
+                // The longest run of whole lines that fits (`rest` ends with a newline).
+                let mut take = if rest.len() <= room {
+                    rest.len()
+                } else {
+                    rest[..room].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+                };
                 if take == 0 {
                     if inner.len > 0 {
                         self.rotate(&mut inner)?;
                         continue;
                     }
                     // One line longer than the limit: alone in a fresh file.
-                    take = first;
+                    take = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
                 }
                 inner.file.write_all(&rest[..take])?;
                 inner.len += take as u64;
@@ -305,6 +392,34 @@ mod tests {
             status: 200,
             reason: String::new(),
         }
+    }
+
+    #[test]
+    fn records_are_encoded_as_serde_json_encodes_them() {
+        let mut r = record(7);
+        let nasty = ["", "plain", "q\"uo\\te", "\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}", "é…\u{2028}😀", "/targets/a b%20c"];
+        for (i, s) in nasty.iter().enumerate() {
+            r.subject = s.to_string();
+            r.path = nasty[(i + 1) % nasty.len()].to_string();
+            r.reason = if i % 2 == 0 { String::new() } else { s.to_string() };
+            r.bytes = u64::MAX - i as u64;
+            r.status = 100 + i as u16;
+            let mut ours = Vec::new();
+            encode(&mut ours, &r);
+            assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&r).unwrap());
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_with_milliseconds() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 24, "{t}");
+        let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert!((now - parsed.timestamp_millis()).abs() < 5_000, "{t}");
+        let mut hex = String::new();
+        push_hex(&mut hex, &[0x00, 0x9f, 0xa0, 0xff]);
+        assert_eq!(hex, "009fa0ff");
     }
 
     #[test]

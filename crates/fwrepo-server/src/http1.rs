@@ -28,21 +28,19 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 use http_body_util::Empty;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::{Body, Part};
-use crate::service::{ClientAddr, handle};
+use crate::service::handle;
 use crate::state::ServerState;
 
 /// Most header fields a request handled here may have; a request with more goes to hyper.
@@ -98,7 +96,7 @@ pub(crate) async fn serve(
         let mut head_start = (!buf.is_empty()).then(Instant::now);
         let (request, close) = loop {
             if !buf.is_empty() {
-                match parse(&mut buf, limits.max_header_bytes, peer) {
+                match parse(&mut buf, limits.max_header_bytes) {
                     Head::Ours { request, close } => break (request, close),
                     Head::Theirs => return End::Handoff(buf.freeze()),
                     Head::Partial => {}
@@ -140,7 +138,7 @@ pub(crate) async fn serve(
         };
 
         let is_head = request.method() == Method::HEAD;
-        let resp = match handle(Arc::clone(state), request).await {
+        let resp = match handle(Arc::clone(state), request, peer.ip()).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
@@ -165,7 +163,7 @@ pub(crate) async fn serve(
 }
 
 /// Parses the head at the start of `buf`; a complete one handled here is split off `buf`.
-fn parse(buf: &mut BytesMut, max_header_bytes: usize, peer: SocketAddr) -> Head {
+fn parse(buf: &mut BytesMut, max_header_bytes: usize) -> Head {
     // Only GET and HEAD are handled here; checking the first byte sends HTTP/2's preface
     // (`PRI * HTTP/2.0`) and every other method to hyper without parsing.
     if !matches!(buf[0], b'G' | b'H') {
@@ -233,10 +231,7 @@ fn parse(buf: &mut BytesMut, max_header_bytes: usize, peer: SocketAddr) -> Head 
         Some(request)
     })();
     match built {
-        Some(mut request) => {
-            request.extensions_mut().insert(ClientAddr(peer));
-            Head::Ours { request, close }
-        }
+        Some(request) => Head::Ours { request, close },
         None => {
             // Something `http` refuses that httparse let through: put the bytes back for hyper.
             let mut back = BytesMut::with_capacity(raw.len() + buf.len());
@@ -289,7 +284,7 @@ fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, body: &Body, is_
 }
 
 /// `n` in decimal, in `buf`.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -424,61 +419,13 @@ async fn send_extent(stream: &TcpStream, e: &fwrepo_store::Extent, body: &mut Bo
     Ok(())
 }
 
-/// A stream that yields `prefix` before reading from `inner`: how hyper gets the bytes the
-/// loop had already read when it handed the connection over.
-pub(crate) struct Rewind<S> {
-    pub prefix: Bytes,
-    pub inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
-    }
-
     fn parsed(raw: &[u8]) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        let head = parse(&mut buf, 16 * 1024, peer());
+        let head = parse(&mut buf, 16 * 1024);
         (head, buf)
     }
 
@@ -515,9 +462,9 @@ mod tests {
         let mut raw = b"GET / HTTP/1.1\r\nx-pad: ".to_vec();
         raw.resize(20_000, b'a');
         let mut buf = BytesMut::from(&raw[..]);
-        assert!(matches!(parse(&mut buf, 16 * 1024, peer()), Head::Theirs));
+        assert!(matches!(parse(&mut buf, 16 * 1024), Head::Theirs));
         let mut short = BytesMut::from(&raw[..1000]);
-        assert!(matches!(parse(&mut short, 16 * 1024, peer()), Head::Partial));
+        assert!(matches!(parse(&mut short, 16 * 1024), Head::Partial));
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -51,9 +52,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
-use crate::http1::{self, End, Rewind};
+use crate::http1::{self, End};
 use crate::limit::client_key;
-use crate::service::{ClientAddr, handle};
+use crate::service::handle;
 use crate::state::ServerState;
 
 /// How long a connection shut down for having no request may take to close by itself.
@@ -234,15 +235,14 @@ impl Conn {
                         http1::serve(&stream, &self.state, self.peer, &limits, &mut stop).await
                     {
                         activity.touch();
-                        let stamped = Stamped { inner: stream, activity: Arc::clone(&activity) };
-                        self.serve(Rewind { prefix, inner: stamped }, activity).await;
+                        self.serve(Stamped::with_prefix(prefix, stream, Arc::clone(&activity)), activity).await;
                     }
                 }
-                None => self.serve(Stamped { inner: stream, activity: Arc::clone(&activity) }, activity).await,
+                None => self.serve(Stamped::new(stream, Arc::clone(&activity)), activity).await,
             },
             Some(acceptor) => match tokio::time::timeout(
                 self.handshake_timeout,
-                acceptor.accept(Stamped { inner: stream, activity: Arc::clone(&activity) }),
+                acceptor.accept(Stamped::new(stream, Arc::clone(&activity))),
             )
             .await
             {
@@ -262,13 +262,12 @@ impl Conn {
         let state = Arc::clone(&self.state);
         let requests = Arc::new(Requests::new());
         let in_flight = Arc::clone(&requests);
-        let peer = self.peer;
-        let svc = service_fn(move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
+        let client = self.peer.ip();
+        let svc = service_fn(move |req: http::Request<Incoming>| {
             // Taken before the handler runs, released when the response body is dropped.
             let guard = in_flight.begin();
             let state = Arc::clone(&state);
-            async move { handle(state, req).await.map(|resp| resp.map(|body| body.with_in_flight(guard))) }
+            async move { handle(state, req, client).await.map(|resp| resp.map(|body| body.with_in_flight(guard))) }
         });
         let conn = self.builder.serve_connection(io, svc);
         tokio::pin!(conn);
@@ -444,14 +443,32 @@ impl Activity {
     }
 }
 
-/// A socket that stamps [`Activity`] on every read or write that moved bytes.
-struct Stamped {
-    inner: TcpStream,
+/// The one wrapper around a connection's socket that hyper and rustls get: it yields `prefix`
+/// first (the bytes `http1` had read when it handed the connection over; empty otherwise),
+/// then reads from `inner`, and stamps [`Activity`] on every read or write that moved bytes.
+struct Stamped<S = TcpStream> {
+    prefix: Bytes,
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Stamped {
+impl<S> Stamped<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Stamped<S> {
+        Stamped { prefix: Bytes::new(), inner, activity }
+    }
+
+    fn with_prefix(prefix: Bytes, inner: S, activity: Arc<Activity>) -> Stamped<S> {
+        Stamped { prefix, inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -461,7 +478,7 @@ impl AsyncRead for Stamped {
     }
 }
 
-impl AsyncWrite for Stamped {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.activity.wrote(&r);
@@ -513,7 +530,7 @@ mod tests {
             let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
             let activity = Arc::new(Activity::new());
-            let mut stamped = Stamped { inner: server, activity: Arc::clone(&activity) };
+            let mut stamped = Stamped::new(server, Arc::clone(&activity));
             let chunk = vec![7u8; 64 * 1024];
             let mut written = 0usize;
             // Bounded: loopback buffers are a few MB at most.

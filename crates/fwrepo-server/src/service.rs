@@ -32,7 +32,7 @@
 //! arrive in full, like every JSON body: a slower one is 408 and the connection is closed.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,7 +46,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditRecord, bounded_path, now_rfc3339};
+use crate::audit::{AuditRecord, bounded_path, now_rfc3339, push_hex};
 use crate::body::Body;
 use crate::config::TokenRequire;
 use crate::error::ApiError;
@@ -58,26 +58,25 @@ use crate::state::{BlobFacts, ServerState};
 const OCTET_STREAM: &str = "application/octet-stream";
 const GET_HEAD: &str = "GET, HEAD";
 
-/// The peer of the connection a request came on; the server puts it in the request's
-/// extensions.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientAddr(pub SocketAddr);
-
 /// Per-request facts the outer layer needs after the handler ran.
 pub(crate) struct Ctx {
     pub(crate) audit: Option<AuditRecord>,
     pub(crate) client: IpAddr,
 }
 
-/// The hyper service function.
-pub(crate) async fn handle<B>(state: Arc<ServerState>, req: Request<B>) -> Result<Response<Body>, Infallible>
+/// The service function of both connection paths; `client` is the connection's peer (passed
+/// in, not put in the request's extensions, which would cost an allocation per request).
+pub(crate) async fn handle<B>(
+    state: Arc<ServerState>,
+    req: Request<B>,
+    client: IpAddr,
+) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let head = req.method() == Method::HEAD;
     let http1 = req.version() < Version::HTTP_2;
-    let client = req.extensions().get::<ClientAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let mut ctx = Ctx { audit: None, client };
     let (route, result) = route(&state, req, &mut ctx).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response(head));
@@ -105,8 +104,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
+    // Borrowed from the request's own URI: no copy of the path per request.
+    let path = parts.uri.path();
     let get_head = parts.method == Method::GET || parts.method == Method::HEAD;
     let head = parts.method == Method::HEAD;
 
@@ -115,20 +115,25 @@ where
             if parts.method != Method::POST {
                 return (Route::Deltas, Err(ApiError::MethodNotAllowed("POST")));
             }
-            return (Route::Deltas, crate::deltas::handle(state, &parts, body, id, &path, ctx).await);
+            return (Route::Deltas, crate::deltas::handle(state, &parts, body, id, path, ctx).await);
         }
         if !get_head {
             return (Route::Blobs, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
         if let Some(id) = rest.strip_suffix("/chunks") {
-            return (Route::Chunks, chunks(state, &parts, id, &path, ctx));
+            return (Route::Chunks, chunks(state, &parts, id, path, ctx));
         }
-        let blob = rest.parse::<Digest>().ok();
-        let audit_path = match blob {
-            Some(b) => format!("/v1/blobs/{}", b.to_hex()),
-            None => bounded_path(&path),
+        let blob = parse_blob_id(rest);
+        let audit_path = || match blob {
+            Some(b) => {
+                let mut p = String::with_capacity(10 + 64);
+                p.push_str("/v1/blobs/");
+                push_hex(&mut p, b.as_bytes());
+                p
+            }
+            None => bounded_path(path),
         };
-        return (Route::Blobs, download(state, &parts, blob, &audit_path, ctx));
+        return (Route::Blobs, download(state, &parts, blob, audit_path, ctx));
     }
     if let Some(rest) = path.strip_prefix("/targets/") {
         if !get_head {
@@ -141,8 +146,8 @@ where
                 Some(name) => state.resolve_target(name)?,
                 None => None,
             };
-            let audit_path = bounded_path(&format!("/targets/{}", name.as_deref().unwrap_or(rest)));
-            gated_download(state, &parts, claims, blob, &audit_path, ctx)
+            let audit_path = || bounded_path(&format!("/targets/{}", name.as_deref().unwrap_or(rest)));
+            gated_download(state, &parts, claims, blob, audit_path, ctx)
         })();
         return (Route::Targets, r);
     }
@@ -173,7 +178,7 @@ where
         }
         return (Route::Other, Err(ApiError::NotFound));
     }
-    match path.as_str() {
+    match path {
         "/v1/tokens" => {
             if parts.method != Method::POST {
                 return (Route::Tokens, Err(ApiError::MethodNotAllowed("POST")));
@@ -181,7 +186,7 @@ where
             (Route::Tokens, tokens(state, &parts, body, ctx.client).await)
         }
         "/healthz" | "/readyz" | "/metrics" => {
-            let route = match path.as_str() {
+            let route = match path {
                 "/healthz" => Route::Healthz,
                 "/readyz" => Route::Readyz,
                 _ => Route::Metrics,
@@ -279,18 +284,43 @@ pub(crate) fn authorize(
     }
 }
 
+/// A blob id as [`Digest`]'s `FromStr` reads it — exactly 64 lowercase hex digits — with a
+/// table lookup per digit (the request path's hot part).
+fn parse_blob_id(s: &str) -> Option<Digest> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(Digest(out))
+}
+
 /// The id looked up for a request that names no well-formed blob: 32 zero bytes, the BLAKE3
 /// of nothing anyone can find (that would be a preimage), so no release ever names it.
 const NO_BLOB: Digest = Digest([0; 32]);
 
 /// `path` is already canonical and bounded.
 pub(crate) fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>, path: String) -> AuditRecord {
+    let mut hex = String::new();
+    if let Some(b) = blob {
+        push_hex(&mut hex, b.as_bytes());
+    }
     AuditRecord {
         time: now_rfc3339(),
         client: client.to_string(),
         subject: claims.sub.to_string(),
         jti: claims.jti.as_str().to_owned(),
-        blob: blob.map(|b| b.to_hex()).unwrap_or_default(),
+        blob: hex,
         path,
         bytes: 0,
         status: 0,
@@ -302,23 +332,24 @@ fn download(
     state: &ServerState,
     parts: &Parts,
     blob: Option<Digest>,
-    path: &str,
+    audit_path: impl FnOnce() -> String,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
     let claims = authenticate(state, &parts.headers)?;
-    gated_download(state, parts, claims, blob, path, ctx)
+    gated_download(state, parts, claims, blob, audit_path, ctx)
 }
 
+/// `audit_path` (canonical and bounded) is only made when an audit log is kept.
 fn gated_download(
     state: &ServerState,
     parts: &Parts,
     claims: Arc<Claims>,
     blob: Option<Digest>,
-    path: &str,
+    audit_path: impl FnOnce() -> String,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
     if state.audits() {
-        ctx.audit = Some(audit_record(ctx.client, &claims, blob, path.to_owned()));
+        ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path()));
     }
     let (blob, facts) = authorize(state, &claims, blob)?;
     let len = facts.len.ok_or_else(|| not_held(state))?;
@@ -739,4 +770,35 @@ fn rate_limited(state: &ServerState, client: IpAddr, limited: RateLimited) -> Ap
         });
     }
     ApiError::TooManyRequests(retry_after_secs(limited.retry_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_parse_as_digest_parses_them() {
+        let id = Digest(std::array::from_fn(|i| (i * 37 + 5) as u8)).to_hex();
+        let mut inputs = vec![
+            id.clone(),
+            id.to_uppercase(),
+            format!("{id}0"),
+            id[..63].to_owned(),
+            String::new(),
+            "g".repeat(64),
+            "0".repeat(64),
+            "f".repeat(64),
+            format!("{}é", &id[..62]),
+            format!("{}/x", &id[..62]),
+        ];
+        for (i, c) in [b'/', b'@', b'`', b'G', b'g', b':', b' '].into_iter().enumerate() {
+            let mut v = id.clone().into_bytes();
+            v[i * 9] = c;
+            inputs.push(String::from_utf8(v).unwrap());
+        }
+        for s in &inputs {
+            assert_eq!(parse_blob_id(s), s.parse::<Digest>().ok(), "{s:?}");
+        }
+        assert!(parse_blob_id(&id).is_some());
+    }
 }

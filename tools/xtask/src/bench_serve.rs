@@ -4,7 +4,9 @@
 //! Each server gets core 0 (`taskset`; nginx with one worker process, fwrepo with one runtime
 //! thread) and wrk gets core 1. fwrepo runs as the product does: a bearer token checked on every
 //! request and the audit log written, with the per-address connection cap raised so 1,000
-//! loopback connections are not refused. nginx serves the same bytes as plain files in several
+//! loopback connections are not refused. nginx keeps the same record of every request: an
+//! access log, buffered as fwrepo buffers its audit log (64 KiB, flushed every 50 ms).
+//! nginx serves the same bytes as plain files in several
 //! standard configurations (`tcp_nopush`, `sendfile_max_chunk`, `aio threads`,
 //! `open_file_cache`); for each load nginx's best is kept and named. Both serve TLS with the
 //! same self-signed certificate made here (fwrepo: rustls; nginx: OpenSSL).
@@ -488,12 +490,13 @@ fn start_nginx(tmp: &Path, fx: &Fixture, directives: &str) -> Result<(Guard, u32
         format!(
             "worker_processes 1;\nworker_rlimit_nofile 8192;\ndaemon off;\npid {pid};\nerror_log {err} warn;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  {directives}\n  keepalive_requests 1000000;\n  max_ranges 64;\n\
+             http {{\n  access_log {log} combined buffer=64k flush=50ms;\n  sendfile on;\n  {directives}\n  keepalive_requests 1000000;\n  max_ranges 64;\n\
              client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t}; uwsgi_temp_path {t}; scgi_temp_path {t};\n\
              server {{\n    listen 127.0.0.1:{plain};\n    listen 127.0.0.1:{tls} ssl;\n\
              ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
             pid = tmp.join("nginx.pid").display(),
             err = tmp.join("nginx-error.log").display(),
+            log = tmp.join("nginx-access.log").display(),
             t = tmp.display(),
             cert = fx.cert.display(),
             key = fx.key.display(),

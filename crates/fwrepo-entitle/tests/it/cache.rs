@@ -34,6 +34,28 @@ fn failed_tokens_are_not_cached() {
 }
 
 #[test]
+fn a_token_that_shares_a_cached_tokens_signature_is_not_a_hit() {
+    // The table hash covers only a token's length and tail (its signature): a forged token
+    // that keeps a cached token's signature and length but changes its claims must be verified,
+    // and refused, not served from the cached entry.
+    let cache = TokenCache::new(100);
+    let v = verifier(Revocations::new());
+    let t = download_token().token;
+    cache.verify(&v, &t, NOW, Scope::Download, BLOB).unwrap();
+    let (head, sig) = t.rsplit_once('.').unwrap();
+    let mut forged = head.as_bytes().to_vec();
+    // One base64url digit of the claims changed; same length, same signature.
+    let at = head.find('.').unwrap() + 3;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{}.{sig}", String::from_utf8(forged).unwrap());
+    assert_eq!(forged.len(), t.len());
+    assert_ne!(forged, t);
+    assert!(cache.verify(&v, &forged, NOW, Scope::Download, BLOB).is_err());
+    assert!(cache.verify(&v, &t, NOW, Scope::Download, BLOB).is_ok(), "the real token still hits");
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
 fn revocation_applies_on_cache_hits() {
     let cache = TokenCache::new(100);
     let t = download_token();

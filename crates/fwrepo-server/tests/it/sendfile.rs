@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Blob, DL380, Fixture, token};
+use crate::support::{Blob, DL380, Fixture, token, verifier};
 
 /// Packs of 1 MiB, so the 3 MiB blob added below spans several.
 const PACK: u64 = 1 << 20;
@@ -250,4 +250,45 @@ fn a_client_closing_mid_body_is_audited_with_the_bytes_sent() {
     assert!(bytes >= 50_000 && bytes < huge.bytes.len() as u64, "{line}");
     let ok = fx.get(&fx.big.url(), &[crate::support::bearer(&t)]);
     assert!(ok.body == fx.big.bytes);
+}
+
+/// One range request for `url` on `s`; the head of its response.
+async fn ask_range(s: &mut TcpStream, buf: &mut Vec<u8>, url: &str, t: &str) -> String {
+    let req = format!("GET {url} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\nrange: bytes=0-99\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        if let Some((head, _)) = take_response(buf, false) {
+            return head;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before answering");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A token revoked while its connection stays open is refused on that connection's next
+/// request: the verified-token cache skips only the signature, never the revocation check,
+/// on both the `sendfile` path and hyper's.
+#[test]
+fn a_token_revoked_mid_connection_is_refused_on_its_next_request() {
+    for sendfile in [true, false] {
+        let fx = Fixture::with_config(|c| c.sendfile = sendfile);
+        let t = token(DL380);
+        let url = fx.big.url();
+        fx.rt.block_on(async {
+            let mut s = TcpStream::connect(fx.addr).await.unwrap();
+            let mut buf = Vec::new();
+            for _ in 0..3 {
+                let head = ask_range(&mut s, &mut buf, &url, &t).await;
+                assert!(head.starts_with("HTTP/1.1 206"), "sendfile={sendfile}: {head}");
+            }
+            // What a refresh round does once the revocation is visible: a new verifier.
+            let mut revoked = fwrepo_entitle::Revocations::new();
+            revoked.revoke_subject("serial:S1".parse().unwrap(), fwrepo_entitle::UnixTime::now());
+            fx.state.set_verifier(verifier(revoked));
+            let head = ask_range(&mut s, &mut buf, &url, &t).await;
+            assert!(head.starts_with("HTTP/1.1 401"), "sendfile={sendfile}: revoked token served: {head}");
+        });
+    }
 }
