@@ -38,6 +38,15 @@ pub(crate) fn quick() -> FetchOptions {
     }
 }
 
+/// What the token service answers: `token`, scope `mirror`, every model, living `expires_in`
+/// seconds.
+pub(crate) fn token_reply(token: &str, expires_in: i64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "token": token, "token_type": "Bearer", "scope": "mirror", "models": ["*"], "expires_in": expires_in,
+    }))
+    .unwrap()
+}
+
 pub(crate) struct Upstream {
     pub(crate) keys: Vec<SigningKey>,
     pub(crate) repo: Repository,
@@ -61,7 +70,7 @@ impl Upstream {
         for f in &files {
             peer.insert(format!("/metadata/{}", f.name), f.bytes.clone());
         }
-        peer.insert("/v1/tokens", br#"{"token":"t0k3n","scope":"mirror","models":["*"]}"#.to_vec());
+        peer.insert("/v1/tokens", token_reply("t0k3n", 3600));
         Upstream { keys, repo, peer, root_v1, timestamp_v1 }
     }
 
@@ -168,7 +177,7 @@ async fn hostile_upstream_leaves_the_previous_state_served() {
     assert_ne!(served_timestamp(&m), served);
     assert_eq!(m.status().unwrap().consecutive_failures, 0);
     assert_eq!(m.store().read_all(&Digest::of(&v2)).unwrap().concat(), v2);
-    // Unchanged upstream: only the token and a conditional timestamp request.
+    // Unchanged upstream: only a conditional timestamp request.
     let again = sync(&m, &up).await.unwrap();
     assert_eq!(again.chunks_fetched, 0);
 }

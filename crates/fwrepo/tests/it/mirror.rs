@@ -339,11 +339,13 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     let partner = [("Authorization", mirror_bearer.as_str())];
     assert_eq!(http(&origin.server.addr, "GET", &revocations, &partner, b"").0, 200);
 
-    // Nothing changed upstream: a conditional timestamp request and the token exchange.
+    // Nothing changed upstream: 2.root.json (404) and a conditional timestamp request (304);
+    // the token is reused.
     let again = sync_json(&mirror);
     assert_eq!(again["unchanged"], true, "{again}");
     assert_eq!(again["chunks_fetched"], 0);
-    assert!(again["wire_bytes"].as_u64().unwrap() < 4096, "{again}");
+    assert_eq!(again["requests"], 2, "{again}");
+    assert!(again["wire_bytes"].as_u64().unwrap() < 1024, "{again}");
 
     let since = unix_now();
     let served = serve_mirror(&mirror);
@@ -594,6 +596,88 @@ fn a_revoked_partner_cannot_sync_and_its_mirror_keeps_serving() {
     assert_eq!(status, 200);
     assert_eq!(body, comp.data);
     assert_eq!(http(&served.addr, "GET", "/readyz", &[], b"").0, 200);
+}
+
+/// A loopback TCP relay to `target` that counts the `POST /v1/tokens` requests through it.
+struct TokenCounter {
+    url: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenCounter {
+    fn new(target: &str) -> TokenCounter {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (target, counted) = (target.to_owned(), count.clone());
+        // Ends with the test process; each relayed connection ends when either side closes.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server = TcpStream::connect(&target).unwrap();
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client.read(&mut buf) {
+                        // Request heads are small: a request line never straddles two reads here.
+                        let seen = buf[..n].windows(16).filter(|w| w == b"POST /v1/tokens ").count();
+                        counted.fetch_add(seen, Ordering::SeqCst);
+                        if server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        TokenCounter { url, count }
+    }
+
+    fn requests(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_sync_reuses_its_token_until_the_origin_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::new(dir.path());
+    let root = fetch_root(&origin, dir.path());
+    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
+    sync_json(&mirror);
+    let token_file = Path::new(&mirror).join("mirror-token.json");
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The token service moves (here: behind a relay that counts): the stored token is not
+    // the new one's, so the next sync exchanges once, the one after that not at all.
+    let tokens = TokenCounter::new(&origin.server.addr);
+    let config = Path::new(&mirror).join("mirror.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let moved = text.replace(&format!("token_url = \"{}\"", origin.url()), &format!("token_url = \"{}\"", tokens.url));
+    assert_ne!(moved, text);
+    std::fs::write(&config, moved).unwrap();
+    sync_json(&mirror);
+    assert_eq!(tokens.requests(), 1, "a token of another token service was used");
+    let again = sync_json(&mirror);
+    assert_eq!(again["unchanged"], true, "{again}");
+    assert_eq!(tokens.requests(), 1, "an unchanged upstream cost a token exchange");
+
+    // The origin revokes the partner: the stored token is refused, one fresh exchange is
+    // refused too, and the sync fails saying so.
+    origin.changing(|| {
+        ok(&fwrepo(&["token", "revoke", "--data", &origin.data, "--subject", "partner:P-1", "--keys", &origin.keys]))
+    });
+    let out = fwrepo(&["mirror", "sync", "--data", &mirror, "--timeout-secs", "5"]);
+    assert_one_line_error(&out, &format!("token from {}", tokens.url));
+    assert_eq!(tokens.requests(), 2, "one fresh exchange after the refused token");
+    assert!(!token_file.exists());
+    assert_eq!(status_json(&mirror)["consecutive_failures"], 1);
 }
 
 #[test]
