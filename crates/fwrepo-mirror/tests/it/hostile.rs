@@ -9,17 +9,8 @@ use fwrepo_fetch::{Fault, FetchOptions, MemoryTransport, RetryPolicy};
 use fwrepo_mirror::{Mirror, MirrorConfig};
 use fwrepo_tuf::{Config, Repository, RoleSpec, RootSpec, SigningKey, TargetFile, TargetPath};
 
-pub(crate) fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+/// Firmware-like (incompressible) bytes, the same for the same seed.
+pub(crate) use fwrepo_synth::seeded_bytes as data;
 
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from(std::time::SystemTime::now())
