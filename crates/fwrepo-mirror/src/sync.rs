@@ -1,4 +1,4 @@
-//! One sync: token exchange, TUF refresh from the pinned root, the chunks the store lacks for
+//! One sync: the stored token or a token exchange, TUF refresh from the pinned root, the chunks the store lacks for
 //! every target in scope (as chunk-pair deltas against the previous version of the same
 //! component where the store holds one and the upstream has the endpoint, else as ranges),
 //! blob assembly, then the one-batch switch.
