@@ -125,9 +125,28 @@ pub fn check_root(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with_mode(path, bytes, None)
+}
+
+/// [`write_durably`] for a secret: the file is 0600 from its creation on.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with_mode(path, bytes, Some(0o600))
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    if let Some(mode) = mode {
+        open.mode(mode);
+    }
+    let mut f = open.open(&tmp).at(&tmp)?;
+    if let Some(mode) = mode {
+        // A temporary file left by a crash keeps its old mode: set it before writing.
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).at(&tmp)?;
+    }
     f.write_all(bytes).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)?;

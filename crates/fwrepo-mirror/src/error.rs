@@ -42,6 +42,10 @@ pub enum Error {
     /// `mirror` token.
     #[error("token from {url}: {reason}")]
     Token { url: String, reason: String },
+    /// The upstream refused (401, 403) a token the token service had just issued: the
+    /// partner was revoked or lost the right to mirror, or the upstream trusts another origin.
+    #[error("upstream refused a fresh token from {token_url}: {reason}")]
+    TokenRefused { token_url: String, status: u16, reason: String },
     /// A target in scope has signed `custom` the mirror cannot use.
     #[error("target {target}: {reason}")]
     Target { target: String, reason: String },

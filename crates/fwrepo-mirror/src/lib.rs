@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: `DIR/mirror.toml` (upstream, token service, credential file, models) and the
 //!   pinned version-1 root `DIR/mirror-root.json`.
-//! - [`Mirror::sync`]: token exchange (scope `mirror`), TUF refresh, the chunks the store
+//! - [`Mirror::sync`]: the stored token or a token exchange (scope `mirror`), TUF refresh, the chunks the store
 //!   lacks for every target in scope (coalesced ranges, each chunk verified and stored
 //!   durably), blob assembly (length, BLAKE3, signed SHA-256), then **one** durable batch with
 //!   the metadata as served, the catalog rebuilt from signed targets, the timestamp ETag and
@@ -13,7 +13,8 @@
 //!   chunks in flight.
 //! - [`Mirror::gc`]: blobs the served metadata no longer names leave after a grace period
 //!   ([`gc`]).
-//! - [`state`]: the sync status `fwrepo mirror status`, `/metrics` and `/readyz` read.
+//! - [`state`]: the sync status `fwrepo mirror status`, `/metrics` and `/readyz` read, and the
+//!   partner's token kept between syncs (`DIR/mirror-token.json`).
 
 pub mod config;
 mod error;

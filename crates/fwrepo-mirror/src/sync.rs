@@ -1,4 +1,4 @@
-//! One sync: token exchange, TUF refresh from the pinned root, the chunks the store lacks for
+//! One sync: the stored token or a token exchange, TUF refresh from the pinned root, the chunks the store lacks for
 //! every target in scope (as chunk-pair deltas against the previous version of the same
 //! component where the store holds one and the upstream has the endpoint, else as ranges),
 //! blob assembly, then the one-batch switch.
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::Mirror;
 use crate::error::{Error, Result};
-use crate::state::{self, SyncStatus};
+use crate::state::{self, StoredToken, SyncStatus};
 
 /// Largest token service answer read.
 const MAX_TOKEN_REPLY: u64 = 64 * 1024;
@@ -261,10 +261,11 @@ fn target_facts(t: &TargetInfo) -> Result<(Digest, [u8; 32], Option<Vec<String>>
 }
 
 /// The token: `POST {token_url}/v1/tokens` with the partner credential, scope `mirror`.
-/// Returns the token and the models it covers (`["*"]` for all).
-async fn exchange<T: Transport>(fetcher: &Fetcher<T>, url: &str, credential: &str) -> Result<(String, Vec<String>)> {
+/// Returns the token, the models it covers (`["*"]` for all) and its lifetime.
+async fn exchange<T: Transport>(fetcher: &Fetcher<T>, url: &str, credential: &str) -> Result<StoredToken> {
     let body = serde_json::json!({ "partner_credential": credential, "scope": "mirror" });
     let (status, bytes) = fetcher.post_json("/v1/tokens", &body, MAX_TOKEN_REPLY).await?;
+    let received_at = crate::now().timestamp();
     let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let refuse = |reason: String| Error::Token { url: url.to_owned(), reason };
     if !status.is_success() {
@@ -286,7 +287,26 @@ async fn exchange<T: Transport>(fetcher: &Fetcher<T>, url: &str, credential: &st
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    Ok((token.to_owned(), models))
+    // The lifetime as this host's clock counts it (`expires_in`), so a skewed clock does not
+    // make a token look longer-lived than it is; without one the token is never reused.
+    let expires_at = reply.get("expires_in").and_then(|v| v.as_i64()).map_or(received_at, |s| received_at + s);
+    Ok(StoredToken {
+        token_url: url.trim_end_matches('/').to_owned(),
+        credential_blake3: state::credential_digest(credential),
+        token: token.to_owned(),
+        models,
+        received_at,
+        expires_at,
+    })
+}
+
+/// Whether the upstream refused the token: 401 (bad, expired or revoked) or 403 (not
+/// entitled, say after the partner's records changed).
+fn token_refused(e: &Error) -> Option<u16> {
+    match e {
+        Error::Fetch(f) => f.status().filter(|s| *s == 401 || *s == 403),
+        _ => None,
+    }
 }
 
 pub(crate) fn covers(set: &[String], models: &[String]) -> bool {
@@ -342,6 +362,10 @@ impl Mirror {
         }
     }
 
+    /// A sync with the stored token while it is issued for the configured token service and
+    /// credential and has long enough to live, else with a fresh one (then stored). When the
+    /// upstream refuses a stored token (401, 403), the token is dropped and the sync runs once
+    /// more with a fresh one; a refused fresh token fails the sync.
     async fn run<T: Transport, U: Transport>(
         &self,
         fetcher: &Fetcher<T>,
@@ -350,14 +374,67 @@ impl Mirror {
         t0: Instant,
         started: i64,
     ) -> Result<SyncReport> {
-        let store = self.store();
         let config = self.config();
         let credential = config.credential()?;
-        let (token, token_models) = match token_fetcher {
-            Some(tf) => exchange(tf, &config.token_url, &credential).await?,
-            None => exchange(fetcher, &config.token_url, &credential).await?,
+        let stored = state::read_token(self.dir())
+            .filter(|t| t.issued_for(&config.token_url, &credential) && t.fresh_at(crate::now().timestamp()));
+        let mut reused = stored.is_some();
+        let mut token = match stored {
+            Some(t) => t,
+            None => self.fresh_token(fetcher, token_fetcher, &credential).await?,
         };
-        fetcher.set_bearer(Some(&token));
+        loop {
+            pending.clear();
+            let result = self.run_with(fetcher, &token, pending, t0, started).await;
+            match result.as_ref().err().and_then(token_refused) {
+                Some(_) if reused => {
+                    tracing::info!("the upstream refused the stored token; exchanging the credential again");
+                    token = self.fresh_token(fetcher, token_fetcher, &credential).await?;
+                    reused = false;
+                }
+                Some(status) => {
+                    state::remove_token(self.dir())?;
+                    let reason = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    return Err(Error::TokenRefused { token_url: config.token_url.clone(), status, reason });
+                }
+                None => return result,
+            }
+        }
+    }
+
+    /// A new token from the token service (the upstream unless configured), stored for the
+    /// next syncs.
+    async fn fresh_token<T: Transport, U: Transport>(
+        &self,
+        fetcher: &Fetcher<T>,
+        token_fetcher: Option<&Fetcher<U>>,
+        credential: &str,
+    ) -> Result<StoredToken> {
+        let url = &self.config().token_url;
+        // A token the service no longer gives is not used again either.
+        state::remove_token(self.dir())?;
+        let token = match token_fetcher {
+            Some(tf) => exchange(tf, url, credential).await?,
+            None => exchange(fetcher, url, credential).await?,
+        };
+        if token.fresh_at(token.received_at) {
+            state::write_token(self.dir(), &token)?;
+        }
+        Ok(token)
+    }
+
+    async fn run_with<T: Transport>(
+        &self,
+        fetcher: &Fetcher<T>,
+        token: &StoredToken,
+        pending: &mut Vec<String>,
+        t0: Instant,
+        started: i64,
+    ) -> Result<SyncReport> {
+        let store = self.store();
+        let config = self.config();
+        let token_models = token.models.clone();
+        fetcher.set_bearer(Some(&token.token));
         let scope: Vec<String> = if config.models.is_empty() {
             token_models.clone()
         } else {

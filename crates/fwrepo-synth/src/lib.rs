@@ -54,6 +54,12 @@ impl Rng {
     }
 }
 
+/// `len` incompressible bytes, the same for the same seed: [`Rng::bytes`] of [`Rng::new`]`(seed)`.
+/// Tests use it for blobs whose structure does not matter.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    Rng::new(seed).bytes(len)
+}
+
 /// A firmware-like image of exactly `len` bytes.
 pub fn firmware_image(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 64 * 1024);
@@ -382,6 +388,15 @@ impl Release {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_bytes_are_the_rng_stream_and_differ_by_seed() {
+        assert_eq!(seeded_bytes(3, 1001), Rng::new(3).bytes(1001));
+        assert_eq!(seeded_bytes(3, 1001), seeded_bytes(3, 1001));
+        assert_eq!(seeded_bytes(3, 1001)[..500], seeded_bytes(3, 500)[..]);
+        let (a, b) = (seeded_bytes(1, 4096), seeded_bytes(2, 4096));
+        assert!(a.iter().zip(&b).filter(|(x, y)| x == y).count() < 64, "seeds 1 and 2 give alike bytes");
+    }
 
     #[test]
     fn same_seed_same_series_and_releases_differ() {

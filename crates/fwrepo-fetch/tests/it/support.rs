@@ -24,18 +24,8 @@ pub fn params() -> ChunkerParams {
     ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 }
 }
 
-/// Firmware-like bytes: a seeded xorshift stream.
-pub fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+/// Firmware-like (incompressible) bytes, the same for the same seed.
+pub use fwrepo_synth::seeded_bytes as data;
 
 pub fn index_of(bytes: &[u8]) -> ChunkIndex {
     let chunker = Chunker::new(params());

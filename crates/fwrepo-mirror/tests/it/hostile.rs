@@ -9,17 +9,8 @@ use fwrepo_fetch::{Fault, FetchOptions, MemoryTransport, RetryPolicy};
 use fwrepo_mirror::{Mirror, MirrorConfig};
 use fwrepo_tuf::{Config, Repository, RoleSpec, RootSpec, SigningKey, TargetFile, TargetPath};
 
-pub(crate) fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+/// Firmware-like (incompressible) bytes, the same for the same seed.
+pub(crate) use fwrepo_synth::seeded_bytes as data;
 
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from(std::time::SystemTime::now())
@@ -36,6 +27,15 @@ pub(crate) fn quick() -> FetchOptions {
         idle_timeout: std::time::Duration::from_millis(300),
         ..FetchOptions::default()
     }
+}
+
+/// What the token service answers: `token`, scope `mirror`, every model, living `expires_in`
+/// seconds.
+pub(crate) fn token_reply(token: &str, expires_in: i64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "token": token, "token_type": "Bearer", "scope": "mirror", "models": ["*"], "expires_in": expires_in,
+    }))
+    .unwrap()
 }
 
 pub(crate) struct Upstream {
@@ -61,7 +61,7 @@ impl Upstream {
         for f in &files {
             peer.insert(format!("/metadata/{}", f.name), f.bytes.clone());
         }
-        peer.insert("/v1/tokens", br#"{"token":"t0k3n","scope":"mirror","models":["*"]}"#.to_vec());
+        peer.insert("/v1/tokens", token_reply("t0k3n", 3600));
         Upstream { keys, repo, peer, root_v1, timestamp_v1 }
     }
 
@@ -168,7 +168,7 @@ async fn hostile_upstream_leaves_the_previous_state_served() {
     assert_ne!(served_timestamp(&m), served);
     assert_eq!(m.status().unwrap().consecutive_failures, 0);
     assert_eq!(m.store().read_all(&Digest::of(&v2)).unwrap().concat(), v2);
-    // Unchanged upstream: only the token and a conditional timestamp request.
+    // Unchanged upstream: only a conditional timestamp request.
     let again = sync(&m, &up).await.unwrap();
     assert_eq!(again.chunks_fetched, 0);
 }

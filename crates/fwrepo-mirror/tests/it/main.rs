@@ -3,3 +3,4 @@
 
 mod gc;
 mod hostile;
+mod token;

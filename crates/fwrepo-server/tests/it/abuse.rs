@@ -43,31 +43,33 @@ async fn probe(addr: SocketAddr, token: &str, blob_url: &str) {
     }
 }
 
-/// Runs `clients` copies of `client` until `probes` finish, then stops them (each bounded).
-async fn with_flood<F, Fut>(clients: usize, client: F, probes: impl std::future::Future<Output = ()>) -> Vec<Flooded>
-where
-    F: Fn(Arc<AtomicBool>) -> Fut,
-    Fut: std::future::Future<Output = Flooded> + Send + 'static,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut flood = JoinSet::new();
-    for _ in 0..clients {
-        flood.spawn(client(Arc::clone(&stop)));
-    }
-    // Let the flood take every slot first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    probes.await;
-    stop.store(true, Ordering::Relaxed);
-    let mut out = Vec::new();
-    while let Some(r) = flood.join_next().await {
-        out.push(r.unwrap());
-    }
-    out
+/// How a flooding client misbehaves: what it sends on each new connection, what it sends
+/// every 200 ms after that, and how it tells from what it received that the server cut it off.
+struct Misbehaviour {
+    hello: Vec<u8>,
+    tick: Vec<u8>,
+    cut: fn(&[u8]) -> bool,
 }
 
-/// A client that starts `POST /v1/tokens` with `Content-Length: 100000` and sends one byte
-/// every 200 ms, reconnecting whenever the server closes on it, until `stop`.
-async fn slow_body_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Flooded {
+/// Starts `POST /v1/tokens` with `Content-Length: 100000` and sends one byte every 200 ms;
+/// cut off by a 408.
+fn slow_body() -> Misbehaviour {
+    let head = "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 100000\r\n\r\n{";
+    Misbehaviour { hello: head.as_bytes().to_vec(), tick: b" ".to_vec(), cut: |got| got.starts_with(b"HTTP/1.1 408") }
+}
+
+/// Opens HTTP/2 connections (prior knowledge) and sends only a PING every 200 ms, never a
+/// request and never an answer to the server's PINGs; cut off by a GOAWAY.
+fn idle_h2() -> Misbehaviour {
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(0x4, 0, &[])); // SETTINGS
+    Misbehaviour { hello, tick: frame(0x6, 0, &[7; 8]), cut: |got| frame_types(got).contains(&GOAWAY) }
+}
+
+/// A client doing `how`, reconnecting whenever the server closes on it, until `stop` (or a
+/// minute at most).
+async fn flooding_client(addr: SocketAddr, stop: Arc<AtomicBool>, how: Arc<Misbehaviour>) -> Flooded {
     let mut done = Flooded::default();
     let bound = tokio::time::Instant::now() + Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < bound {
@@ -76,9 +78,7 @@ async fn slow_body_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Flooded {
             continue;
         };
         done.connections += 1;
-        let head = "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                    Content-Length: 100000\r\n\r\n{";
-        if s.write_all(head.as_bytes()).await.is_err() {
+        if s.write_all(&how.hello).await.is_err() {
             continue;
         }
         let mut got = Vec::new();
@@ -90,17 +90,46 @@ async fn slow_body_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Flooded {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                 },
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if s.write_all(b" ").await.is_err() {
+                    if s.write_all(&how.tick).await.is_err() {
                         break;
                     }
                 }
             }
         }
-        if got.starts_with(b"HTTP/1.1 408") {
+        if (how.cut)(&got) {
             done.cut += 1;
         }
     }
     done
+}
+
+/// A server capped at eight connections with `config` applied, flooded by eight clients
+/// doing `how` (the flood takes every slot first) while [`probe`]s run; then the flood stops.
+/// What each flooding client did, with the fixture for its metrics.
+fn flood(config: impl FnOnce(&mut fwrepo_server::ServerConfig), how: Misbehaviour) -> (Fixture, Vec<Flooded>) {
+    const CLIENTS: usize = 8;
+    let fx = Fixture::with_config(|c| {
+        c.max_connections = CLIENTS;
+        config(c);
+    });
+    let (addr, t, url) = (fx.addr, token(DL380), fx.big.url());
+    let how = Arc::new(how);
+    let flooded = fx.rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut flood = JoinSet::new();
+        for _ in 0..CLIENTS {
+            flood.spawn(flooding_client(addr, Arc::clone(&stop), Arc::clone(&how)));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        probe(addr, &t, &url).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        while let Some(r) = flood.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    });
+    (fx, flooded)
 }
 
 /// An HTTP/2 frame header: length, type, flags, stream 0.
@@ -125,53 +154,9 @@ fn frame_types(buf: &[u8]) -> Vec<u8> {
     types
 }
 
-/// A client that opens HTTP/2 connections (prior knowledge) and sends only a PING every
-/// 200 ms, never a request and never an answer to the server's PINGs, reconnecting whenever
-/// the server closes on it, until `stop`.
-async fn idle_h2_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Flooded {
-    let mut done = Flooded::default();
-    let bound = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < bound {
-        let Ok(mut s) = TcpStream::connect(addr).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        done.connections += 1;
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame(0x4, 0, &[])); // SETTINGS
-        if s.write_all(&hello).await.is_err() {
-            continue;
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            tokio::select! {
-                r = s.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if s.write_all(&frame(0x6, 0, &[7; 8])).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        if frame_types(&got).contains(&GOAWAY) {
-            done.cut += 1;
-        }
-    }
-    done
-}
-
 #[test]
 fn slow_body_flood_does_not_starve_health() {
-    let fx = Fixture::with_config(|c| {
-        c.max_connections = 8;
-        c.body_read_timeout_s = 1;
-    });
-    let (addr, t, url) = (fx.addr, token(DL380), fx.big.url());
-    let flooded = fx.rt.block_on(with_flood(8, |stop| slow_body_client(addr, stop), probe(addr, &t, &url)));
+    let (fx, flooded) = flood(|c| c.body_read_timeout_s = 1, slow_body());
     // The flood really held the slots and was cut off by the body deadline, again and again.
     let cut: usize = flooded.iter().map(|f| f.cut).sum();
     let connections: usize = flooded.iter().map(|f| f.connections).sum();
@@ -216,12 +201,7 @@ fn slow_body_over_http2_gets_408() {
 
 #[test]
 fn idle_h2_connections_are_closed() {
-    let fx = Fixture::with_config(|c| {
-        c.max_connections = 8;
-        c.request_idle_timeout_s = 1;
-    });
-    let (addr, t, url) = (fx.addr, token(DL380), fx.big.url());
-    let flooded = fx.rt.block_on(with_flood(8, |stop| idle_h2_client(addr, stop), probe(addr, &t, &url)));
+    let (fx, flooded) = flood(|c| c.request_idle_timeout_s = 1, idle_h2());
     let cut: usize = flooded.iter().map(|f| f.cut).sum();
     assert!(cut >= 8, "idle HTTP/2 connections were sent a GOAWAY: {flooded:?}");
     assert!(fx.metric("fwrepo_connections_closed_no_request_total") >= 8);

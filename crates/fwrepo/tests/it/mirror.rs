@@ -158,14 +158,81 @@ fn sync_json(mirror: &str) -> serde_json::Value {
     serde_json::from_str(ok(&out).trim()).unwrap()
 }
 
-/// `fwrepo mirror init` of `DIR/NAME` from `upstream` with the partner credential `cred`.
-fn init_mirror(dir: &Path, name: &str, upstream: &str, root: &str, cred: &str, extra: &[&str]) -> String {
+/// `fwrepo mirror init` of `DIR/NAME` from `upstream` with the partner credential `cred`: the
+/// mirror's path and what the command did.
+fn try_init_mirror(dir: &Path, name: &str, upstream: &str, root: &str, cred: &str, extra: &[&str]) -> (String, Output) {
     let mirror = dir.join(name).display().to_string();
     let mut args =
         vec!["mirror", "init", "--data", &mirror, "--upstream", upstream, "--root", root, "--credential-file", cred];
     args.extend_from_slice(extra);
-    ok(&fwrepo(&args));
+    let out = fwrepo(&args);
+    (mirror, out)
+}
+
+/// [`try_init_mirror`], which must succeed.
+fn init_mirror(dir: &Path, name: &str, upstream: &str, root: &str, cred: &str, extra: &[&str]) -> String {
+    let (mirror, out) = try_init_mirror(dir, name, upstream, root, cred, extra);
+    ok(&out);
     mirror
+}
+
+/// What every test starts from: a temporary dir holding an origin ([`Origin::new`]), the
+/// origin's version-1 root fetched as a partner gets it, and partner P-1's credential file.
+struct Setup {
+    dir: tempfile::TempDir,
+    origin: Origin,
+    root: String,
+    cred: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Origin::new(dir.path());
+        let root = fetch_root(&origin, dir.path());
+        let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+        Setup { dir, origin, root, cred }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A mirror `DIR/NAME` of the origin with P-1's credential and the `mirror init` flags
+    /// `extra`.
+    fn mirror(&self, name: &str, extra: &[&str]) -> String {
+        init_mirror(self.path(), name, &self.origin.url(), &self.root, &self.cred, extra)
+    }
+
+    /// The mirror `DIR/mirror` of the origin, synced once.
+    fn synced_mirror(&self) -> String {
+        let mirror = self.mirror("mirror", &[]);
+        sync_json(&mirror);
+        mirror
+    }
+}
+
+/// `fwrepo serve --mirror` of `mirror` once its first background sync and collection are
+/// done.
+fn serve_synced(mirror: &str) -> Server {
+    let since = unix_now();
+    let served = serve_mirror(mirror);
+    wait_background_sync(mirror, since);
+    served
+}
+
+/// The first firmware of the origin's first release for the customer's model (the one P-1
+/// may mirror) and its blob path.
+fn customer_firmware(origin: &Origin) -> (&fwrepo_synth::Component, String) {
+    let model = &origin.releases[0].components[0].models[0];
+    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(model)).unwrap();
+    (comp, format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex()))
+}
+
+/// `bearer` downloads `path` whole from `addr`: the status and the body.
+fn download(addr: &str, path: &str, bearer: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = http(addr, "GET", path, &[("Authorization", bearer)], b"");
+    (status, body)
 }
 
 /// `fwrepo serve --mirror` of `mirror`, its background sync an hour apart (the first one runs
@@ -276,23 +343,9 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn origin_to_mirror_to_customer_incremental_and_revocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let mirror = dir.path().join("mirror").display().to_string();
-    ok(&fwrepo(&[
-        "mirror",
-        "init",
-        "--data",
-        &mirror,
-        "--upstream",
-        &origin.url(),
-        "--root",
-        &root,
-        "--credential-file",
-        &cred,
-    ]));
+    let setup = Setup::new();
+    let mirror = setup.mirror("mirror", &[]);
+    let Setup { dir, mut origin, .. } = setup;
 
     // First sync: everything in scope crosses the wire once.
     let first = sync_json(&mirror);
@@ -339,15 +392,15 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
     let partner = [("Authorization", mirror_bearer.as_str())];
     assert_eq!(http(&origin.server.addr, "GET", &revocations, &partner, b"").0, 200);
 
-    // Nothing changed upstream: a conditional timestamp request and the token exchange.
+    // Nothing changed upstream: 2.root.json (404) and a conditional timestamp request (304);
+    // the token is reused.
     let again = sync_json(&mirror);
     assert_eq!(again["unchanged"], true, "{again}");
     assert_eq!(again["chunks_fetched"], 0);
-    assert!(again["wire_bytes"].as_u64().unwrap() < 4096, "{again}");
+    assert_eq!(again["requests"], 2, "{again}");
+    assert!(again["wire_bytes"].as_u64().unwrap() < 1024, "{again}");
 
-    let since = unix_now();
-    let served = serve_mirror(&mirror);
-    wait_background_sync(&mirror, since);
+    let served = serve_synced(&mirror);
     let maddr = served.addr.as_str();
     let bearer = origin.customer_token();
 
@@ -445,71 +498,31 @@ fn origin_to_mirror_to_customer_incremental_and_revocation() {
 
 #[test]
 fn a_partner_that_may_not_mirror_cannot_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "reseller.credential", DOWNLOADER);
-    let mirror = dir.path().join("mirror").display().to_string();
-    ok(&fwrepo(&[
-        "mirror",
-        "init",
-        "--data",
-        &mirror,
-        "--upstream",
-        &origin.url(),
-        "--root",
-        &root,
-        "--credential-file",
-        &cred,
-    ]));
+    let s = Setup::new();
+    let cred = credential_file(s.path(), "reseller.credential", DOWNLOADER);
+    let mirror = init_mirror(s.path(), "mirror", &s.origin.url(), &s.root, &cred, &[]);
     let out = fwrepo(&["mirror", "sync", "--data", &mirror]);
     assert_one_line_error(&out, "mirror scope not permitted");
     // Nothing was switched to.
-    let s: serde_json::Value =
-        serde_json::from_str(ok(&fwrepo(&["mirror", "status", "--data", &mirror, "--json"])).trim()).unwrap();
-    assert_eq!(s["timestamp_version"], 0);
-    assert!(s["last_success"].is_null());
+    let status = status_json(&mirror);
+    assert_eq!(status["timestamp_version"], 0);
+    assert!(status["last_success"].is_null());
 }
 
 #[test]
 fn mirror_init_refuses_a_readable_credential_and_a_newer_root() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mirror = dir.path().join("mirror").display().to_string();
-    let out = fwrepo(&[
-        "mirror",
-        "init",
-        "--data",
-        &mirror,
-        "--upstream",
-        &origin.url(),
-        "--root",
-        &root,
-        "--credential-file",
-        &cred,
-    ]);
+    let s = Setup::new();
+    let init = |root: &str| try_init_mirror(s.path(), "mirror", &s.origin.url(), root, &s.cred, &[]);
+    std::fs::set_permissions(&s.cred, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mirror, out) = init(&s.root);
     assert_one_line_error(&out, "chmod 600");
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&s.cred, std::fs::Permissions::from_mode(0o600)).unwrap();
     // A root whose signature does not verify is refused.
-    let mut bad = std::fs::read_to_string(&root).unwrap();
+    let mut bad = std::fs::read_to_string(&s.root).unwrap();
     bad = bad.replacen("\"version\":1", "\"version\":2", 1);
-    let bad_path = dir.path().join("bad.root.json");
+    let bad_path = s.path().join("bad.root.json");
     std::fs::write(&bad_path, bad).unwrap();
-    let out = fwrepo(&[
-        "mirror",
-        "init",
-        "--data",
-        &mirror,
-        "--upstream",
-        &origin.url(),
-        "--root",
-        bad_path.to_str().unwrap(),
-        "--credential-file",
-        &cred,
-    ]);
+    let (_, out) = init(bad_path.to_str().unwrap());
     assert_one_line_error(&out, "root");
     assert!(!Path::new(&mirror).join("mirror.toml").exists());
 }
@@ -526,56 +539,40 @@ fn example_mirror_config_parses() {
 
 #[test]
 fn mirror_of_a_mirror_gets_its_token_from_the_origin() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let first = init_mirror(dir.path(), "first", &origin.url(), &root, &cred, &[]);
+    let s = Setup::new();
+    let (origin, root, cred) = (&s.origin, &s.root, &s.cred);
+    let first = s.mirror("first", &[]);
     let synced = sync_json(&first);
-    let since = unix_now();
-    let served_first = serve_mirror(&first);
+    let served_first = serve_synced(&first);
     let first_url = format!("http://{}", served_first.addr);
-    wait_background_sync(&first, since);
 
     // An upstream mirror issues no tokens: the sync says where they come from.
-    let lost = init_mirror(dir.path(), "lost", &first_url, &root, &cred, &[]);
+    let lost = init_mirror(s.path(), "lost", &first_url, root, cred, &[]);
     let out = fwrepo(&["mirror", "sync", "--data", &lost, "--timeout-secs", "5"]);
     assert_one_line_error(&out, &format!("{}/v1/tokens", origin.url()));
 
     // With the token from the origin, the second mirror gets everything from the first.
-    let second = init_mirror(dir.path(), "second", &first_url, &root, &cred, &["--token-url", &origin.url()]);
+    let second = init_mirror(s.path(), "second", &first_url, root, cred, &["--token-url", &origin.url()]);
     let r = sync_json(&second);
     assert_eq!(r["targets_new"], synced["targets_new"], "{r}");
     assert_eq!(r["chunks_fetched"], synced["chunks_fetched"], "{r}");
     assert_eq!(r["timestamp_version"], synced["timestamp_version"], "{r}");
     fsck_clean(&second);
 
-    let since = unix_now();
-    let served_second = serve_mirror(&second);
-    wait_background_sync(&second, since);
+    let served_second = serve_synced(&second);
     let addr = served_second.addr.as_str();
     let (_, _, ts) = http(addr, "GET", "/metadata/timestamp.json", &[], b"");
     assert_eq!(ts, origin.timestamp(), "the origin's timestamp, byte for byte");
-    let model = &origin.releases[0].components[0].models[0];
-    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(model)).unwrap();
-    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
-    let bearer = origin.customer_token();
-    let (status, _, body) = http(addr, "GET", &path, &[("Authorization", &bearer)], b"");
-    assert_eq!(status, 200);
-    assert_eq!(body, comp.data);
+    let (comp, path) = customer_firmware(origin);
+    assert_eq!(download(addr, &path, &origin.customer_token()), (200, comp.data.clone()));
 }
 
 #[test]
 fn a_revoked_partner_cannot_sync_and_its_mirror_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
-    sync_json(&mirror);
-    let since = unix_now();
-    let served = serve_mirror(&mirror);
-    wait_background_sync(&mirror, since);
+    let s = Setup::new();
+    let origin = &s.origin;
+    let mirror = s.synced_mirror();
+    let served = serve_synced(&mirror);
     origin.changing(|| {
         ok(&fwrepo(&["token", "revoke", "--data", &origin.data, "--subject", "partner:P-1", "--keys", &origin.keys]))
     });
@@ -586,22 +583,94 @@ fn a_revoked_partner_cannot_sync_and_its_mirror_keeps_serving() {
     assert_eq!(status_json(&mirror)["consecutive_failures"], 1);
 
     // The customers of the mirror are not affected.
-    let model = &origin.releases[0].components[0].models[0];
-    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(model)).unwrap();
-    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
-    let bearer = origin.customer_token();
-    let (status, _, body) = http(&served.addr, "GET", &path, &[("Authorization", &bearer)], b"");
-    assert_eq!(status, 200);
-    assert_eq!(body, comp.data);
+    let (comp, path) = customer_firmware(origin);
+    assert_eq!(download(&served.addr, &path, &origin.customer_token()), (200, comp.data.clone()));
     assert_eq!(http(&served.addr, "GET", "/readyz", &[], b"").0, 200);
+}
+
+/// A loopback TCP relay to `target` that counts the `POST /v1/tokens` requests through it.
+struct TokenCounter {
+    url: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenCounter {
+    fn new(target: &str) -> TokenCounter {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (target, counted) = (target.to_owned(), count.clone());
+        // Ends with the test process; each relayed connection ends when either side closes.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server = TcpStream::connect(&target).unwrap();
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client.read(&mut buf) {
+                        // Request heads are small: a request line never straddles two reads here.
+                        let seen = buf[..n].windows(16).filter(|w| w == b"POST /v1/tokens ").count();
+                        counted.fetch_add(seen, Ordering::SeqCst);
+                        if server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        TokenCounter { url, count }
+    }
+
+    fn requests(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_sync_reuses_its_token_until_the_origin_refuses_it() {
+    let s = Setup::new();
+    let origin = &s.origin;
+    let mirror = s.synced_mirror();
+    let token_file = Path::new(&mirror).join("mirror-token.json");
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The token service moves (here: behind a relay that counts): the stored token is not
+    // the new one's, so the next sync exchanges once, the one after that not at all.
+    let tokens = TokenCounter::new(&origin.server.addr);
+    let config = Path::new(&mirror).join("mirror.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let moved = text.replace(&format!("token_url = \"{}\"", origin.url()), &format!("token_url = \"{}\"", tokens.url));
+    assert_ne!(moved, text);
+    std::fs::write(&config, moved).unwrap();
+    sync_json(&mirror);
+    assert_eq!(tokens.requests(), 1, "a token of another token service was used");
+    let again = sync_json(&mirror);
+    assert_eq!(again["unchanged"], true, "{again}");
+    assert_eq!(tokens.requests(), 1, "an unchanged upstream cost a token exchange");
+
+    // The origin revokes the partner: the stored token is refused, one fresh exchange is
+    // refused too, and the sync fails saying so.
+    origin.changing(|| {
+        ok(&fwrepo(&["token", "revoke", "--data", &origin.data, "--subject", "partner:P-1", "--keys", &origin.keys]))
+    });
+    let out = fwrepo(&["mirror", "sync", "--data", &mirror, "--timeout-secs", "5"]);
+    assert_one_line_error(&out, &format!("token from {}", tokens.url));
+    assert_eq!(tokens.requests(), 2, "one fresh exchange after the refused token");
+    assert!(!token_file.exists());
+    assert_eq!(status_json(&mirror)["consecutive_failures"], 1);
 }
 
 #[test]
 fn a_narrowed_mirror_answers_not_carried_for_other_models() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
+    let s = Setup::new();
+    let origin = &s.origin;
     // P-1 may mirror one model; the customer's serial is for that model too. Narrow the
     // mirror to a model of the release the partner may not mirror: nothing of the customer's
     // model is carried.
@@ -613,27 +682,24 @@ fn a_narrowed_mirror_answers_not_carried_for_other_models() {
         .find(|m| **m != model)
         .expect("the release has firmware for more than one model")
         .clone();
-    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &["--models", &other]);
+    let mirror = s.mirror("mirror", &["--models", &other]);
     let r = sync_json(&mirror);
     assert_eq!(r["targets_in_scope"], 2, "only the auth documents: {r}");
-    let since = unix_now();
-    let served = serve_mirror(&mirror);
-    wait_background_sync(&mirror, since);
-    let comp = origin.releases[0].components.iter().find(|c| c.models.contains(&model)).unwrap();
-    let path = format!("/v1/blobs/{}", blake3::hash(&comp.data).to_hex());
+    let served = serve_synced(&mirror);
+    let (_, path) = customer_firmware(origin);
     let bearer = origin.customer_token();
-    let (status, _, body) = http(&served.addr, "GET", &path, &[("Authorization", &bearer)], b"");
+    let (status, body) = download(&served.addr, &path, &bearer);
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"], "not_carried", "{v}");
     // The origin has it.
-    assert_eq!(http(&origin.server.addr, "GET", &path, &[("Authorization", &bearer)], b"").0, 200);
+    assert_eq!(download(&origin.server.addr, &path, &bearer).0, 200);
 }
 
 #[test]
 fn a_mirror_whose_timestamp_expired_is_not_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::new(dir.path());
+    let s = Setup::new();
+    let origin = &s.origin;
     // The origin re-signs its timestamp with a few seconds of validity.
     // Long enough for the setup below on a loaded machine.
     const VALID_S: i64 = 30;
@@ -651,10 +717,7 @@ fn a_mirror_whose_timestamp_expired_is_not_ready() {
         repo.refresh(&ring, keys, chrono::DateTime::from(std::time::SystemTime::now())).unwrap();
     });
     let signed_at = unix_now();
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
-    sync_json(&mirror);
+    let mirror = s.synced_mirror();
     let served = serve_mirror(&mirror);
     if unix_now() < signed_at + VALID_S - 2 {
         assert_eq!(http(&served.addr, "GET", "/readyz", &[], b"").0, 200);
@@ -689,11 +752,9 @@ fn served_complete(mirror: &str) {
 #[test]
 fn sync_killed_at_random_points_resumes_without_fetching_twice() {
     use rand::{Rng, SeedableRng};
-    let dir = tempfile::tempdir().unwrap();
-    let mut origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &[]);
+    let setup = Setup::new();
+    let mirror = setup.mirror("mirror", &[]);
+    let Setup { dir, mut origin, .. } = setup;
     let t = Instant::now();
     let first = sync_json(&mirror);
     let took = t.elapsed();
@@ -737,11 +798,9 @@ fn sync_killed_at_random_points_resumes_without_fetching_twice() {
 #[test]
 fn mirror_gc_killed_at_random_points_never_breaks_the_served_state() {
     use rand::{Rng, SeedableRng};
-    let dir = tempfile::tempdir().unwrap();
-    let mut origin = Origin::new(dir.path());
-    let root = fetch_root(&origin, dir.path());
-    let cred = credential_file(dir.path(), "partner.credential", CREDENTIAL);
-    let mirror = init_mirror(dir.path(), "mirror", &origin.url(), &root, &cred, &["--gc-grace", "1h"]);
+    let setup = Setup::new();
+    let mirror = setup.mirror("mirror", &["--gc-grace", "1h"]);
+    let Setup { dir, mut origin, .. } = setup;
     sync_json(&mirror);
     let old_revocations = auth_blob(&mirror, "auth/revocations.json");
     // A new revocation list replaces the old one: the old blob is no longer named.
