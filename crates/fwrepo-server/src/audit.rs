@@ -123,22 +123,22 @@ pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
 /// Appends `record` to `out` as one JSON object, the same bytes `serde_json` writes for it
 /// (field order, escapes), without going through serde's machinery per field.
 fn encode(out: &mut Vec<u8>, r: &AuditRecord) {
-    out.extend_from_slice(b"{\"time\":");
-    json_str(out, &r.time);
-    out.extend_from_slice(b",\"client\":");
-    json_str(out, &r.client);
-    out.extend_from_slice(b",\"subject\":");
-    json_str(out, &r.subject);
-    out.extend_from_slice(b",\"jti\":");
-    json_str(out, &r.jti);
-    out.extend_from_slice(b",\"blob\":");
-    json_str(out, &r.blob);
-    out.extend_from_slice(b",\"path\":");
-    json_str(out, &r.path);
-    out.extend_from_slice(b",\"bytes\":");
-    out.extend_from_slice(crate::http1::itoa_u64(r.bytes, &mut [0; 20]));
-    out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(crate::http1::itoa_u64(u64::from(r.status), &mut [0; 20]));
+    let strings: [(&[u8], &str); 6] = [
+        (b"{\"time\":", &r.time),
+        (b",\"client\":", &r.client),
+        (b",\"subject\":", &r.subject),
+        (b",\"jti\":", &r.jti),
+        (b",\"blob\":", &r.blob),
+        (b",\"path\":", &r.path),
+    ];
+    for (key, value) in strings {
+        out.extend_from_slice(key);
+        json_str(out, value);
+    }
+    for (key, value) in [(&b",\"bytes\":"[..], r.bytes), (b",\"status\":", u64::from(r.status))] {
+        out.extend_from_slice(key);
+        out.extend_from_slice(crate::http1::itoa_u64(value, &mut [0; 20]));
+    }
     if !r.reason.is_empty() {
         out.extend_from_slice(b",\"reason\":");
         json_str(out, &r.reason);
