@@ -9,7 +9,8 @@
 //! client checks the decoded chunk against its id. `gc` deletes the records of the targets it
 //! removes; records of a removed base are never served (the server no longer counts that
 //! base as one the caller may see). Records of the first layout (`base | target`, marker 1)
-//! are never looked up; `gc` removes them with the chunks they name.
+//! are never looked up; `gc` removes each once the chunk its key starts with (its base, in
+//! that layout) is gone.
 
 use bytes::Bytes;
 use fwrepo_chunk::delta::{BasesKey, Encoding};
