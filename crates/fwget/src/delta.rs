@@ -271,26 +271,36 @@ fn choose_seed_bases(parts: &[Part], seeds: &Seeds) -> Vec<Vec<Vec<Digest>>> {
         .iter()
         .map(|p| {
             let target = &p.blob.index.chunks;
-            let by_chunks = files
-                .iter()
-                .map(|(_, f)| (shared_chunks(target, f), f))
-                .filter(|(n, _)| *n > 0)
-                .max_by_key(|(n, _)| *n)
-                .map(|(_, f)| f);
-            let by_name = || {
-                let name = p.final_path.file_name()?;
-                files.iter().find(|(path, _)| path.file_name() == Some(name)).map(|(_, f)| f)
-            };
-            let only = || match files.as_slice() {
-                [(_, f)] => Some(f),
-                _ => None,
-            };
-            match by_chunks.or_else(by_name).or_else(only) {
+            match earlier_version(target, &p.final_path, &files) {
                 Some(seed) => choose_bases(target, seed),
                 None => vec![Vec::new(); target.len()],
             }
         })
         .collect()
+}
+
+/// Of the seed `files`, the chunk list of the one taken as an earlier version of the target
+/// (chunks `target`, to be written at `final_path`): see [`choose_seed_bases`].
+fn earlier_version<'a>(
+    target: &[(Digest, u32)],
+    final_path: &Path,
+    files: &'a [(&Path, Vec<(Digest, u32)>)],
+) -> Option<&'a Vec<(Digest, u32)>> {
+    let by_chunks = files
+        .iter()
+        .map(|(_, f)| (shared_chunks(target, f), f))
+        .filter(|(n, _)| *n > 0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, f)| f);
+    let by_name = || {
+        let name = final_path.file_name()?;
+        files.iter().find(|(path, _)| path.file_name() == Some(name)).map(|(_, f)| f)
+    };
+    let only = || match files {
+        [(_, f)] => Some(f),
+        _ => None,
+    };
+    by_chunks.or_else(by_name).or_else(only)
 }
 
 /// Progress callbacks: bytes placed so far out of the total.
@@ -495,4 +505,34 @@ pub async fn download<T: Transport>(
         p.finish()?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str) -> (Digest, u32) {
+        (Digest::of(name.as_bytes()), 100)
+    }
+
+    #[test]
+    fn the_earlier_version_is_the_seed_sharing_most_then_the_same_name_then_the_only_one() {
+        let target = vec![c("a"), c("b"), c("new")];
+        let (one, two) = (vec![c("a"), c("x")], vec![c("a"), c("b")]);
+        let (p1, p2) = (Path::new("/s/rom-1.bin"), Path::new("/s/rom.bin"));
+        let out = Path::new("/out/rom.bin");
+        // Most shared chunks wins over the name.
+        let files = [(p2, one.clone()), (p1, two.clone())];
+        assert_eq!(earlier_version(&target, out, &files), Some(&two));
+        // Nothing shared: the seed of the same file name.
+        let unrelated = vec![c("new2")];
+        let files = [(p1, vec![c("p")]), (p2, vec![c("q")])];
+        assert_eq!(earlier_version(&unrelated, out, &files), Some(&vec![c("q")]));
+        // Nothing shared, no such name: the only seed there is, or none of several.
+        let files = [(p1, vec![c("p")])];
+        assert_eq!(earlier_version(&unrelated, out, &files), Some(&vec![c("p")]));
+        let files = [(p1, vec![c("p")]), (Path::new("/s/other.bin"), vec![c("q")])];
+        assert_eq!(earlier_version(&unrelated, out, &files), None);
+        assert_eq!(earlier_version(&unrelated, out, &[]), None);
+    }
 }
