@@ -18,7 +18,9 @@
 //!   same bytes as slices ([`fwrepo_store::Store::read_extents`]), so "no wrong bytes are ever
 //!   served" holds here as on the mapping path.
 //! * the socket is non-blocking and every wait is on tokio's readiness (`readable`,
-//!   `writable`), so a client that stops reading parks its task, never a runtime thread.
+//!   `writable`), so a client that stops reading parks its task, never a runtime thread. A
+//!   read that leaves room in the buffer counts as having emptied the socket ([`read_some`]),
+//!   so waiting for the next request costs no `recv` that fails with `EAGAIN`.
 //!
 //! Timeouts are those of the hyper path: the next request head must start within
 //! `request_idle_timeout_s` (and `idle_timeout_s`) of the last response, and be complete
@@ -126,8 +128,7 @@ pub(crate) async fn serve(
                     }
                 },
             }
-            buf.reserve(READ_CHUNK);
-            match stream.try_read_buf(&mut buf) {
+            match read_some(stream, &mut buf) {
                 Ok(0) => return End::Closed,
                 Ok(_) => {
                     head_start.get_or_insert_with(Instant::now);
@@ -159,6 +160,39 @@ pub(crate) async fn serve(
             return End::Closed;
         }
         last_end = Instant::now();
+    }
+}
+
+/// Reads what the socket holds into `buf` (at least `READ_CHUNK` bytes of room); `Ok(0)` is
+/// the end of the stream.
+///
+/// A read that leaves room in `buf` has emptied the socket's receive queue, so the stream's
+/// read readiness is cleared with it, as an `EAGAIN` would clear it: the next wait for a
+/// request then parks until the kernel reports new bytes, instead of returning at once and
+/// costing a `recv` that fails with `EAGAIN` (under many connections the next request has
+/// usually not arrived when a response is sent). Clearing inside the same `try_io` is what
+/// keeps this from losing a wake-up: tokio clears only the readiness it saw before the
+/// `recv`, and bytes that arrive after the `recv` are a new readiness event.
+fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let mut got = 0;
+    let r = stream.try_io(Interest::READABLE, || {
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        // SAFETY: `spare` is `room` writable bytes owned by `buf`; recv writes at most that.
+        let n = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), room, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        got = n as usize;
+        // SAFETY: recv initialized the first `got` spare bytes.
+        unsafe { buf.set_len(buf.len() + got) };
+        if got > 0 && got < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        Err(e) => Err(e),
+        Ok(()) => Ok(got),
     }
 }
 

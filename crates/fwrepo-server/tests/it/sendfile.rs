@@ -292,3 +292,54 @@ fn a_token_revoked_mid_connection_is_refused_on_its_next_request() {
         });
     }
 }
+
+/// The plain path reads a request head in as few `recv`s as it can and treats a read that
+/// leaves room in its buffer as having emptied the socket: nothing may then be missed. Heads
+/// that arrive in pieces with pauses between them, a request that comes a while after the
+/// last response, and a head larger than one read's room sent in one write (the read that
+/// fills the room must not be taken for an empty socket) are all answered.
+#[test]
+fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered() {
+    let fx = Fixture::new();
+    let t = token(DL380);
+    let big = fx.big.clone();
+    fx.rt.block_on(async {
+        let mut s = TcpStream::connect(fx.addr).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        let pause = Duration::from_millis(30);
+        for (round, pad) in [0usize, 6000, 0, 9000, 0].into_iter().enumerate() {
+            let start = round * 1000;
+            let req = format!(
+                "GET {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\nx-pad: {}\r\nrange: bytes={start}-{}\r\n\r\n",
+                big.url(),
+                "p".repeat(pad),
+                start + 4999
+            );
+            if pad == 0 {
+                // In three pieces, each after a pause, then the next request after another.
+                let cut = [req.len() / 3, 2 * req.len() / 3];
+                for piece in [&req[..cut[0]], &req[cut[0]..cut[1]], &req[cut[1]..]] {
+                    s.write_all(piece.as_bytes()).await.unwrap();
+                    tokio::time::sleep(pause).await;
+                }
+            } else {
+                s.write_all(req.as_bytes()).await.unwrap();
+            }
+            let (head, body) = loop {
+                if let Some(r) = take_response(&mut buf, false) {
+                    break r;
+                }
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                    .await
+                    .unwrap_or_else(|_| panic!("request {round} (pad {pad}) not answered"))
+                    .unwrap();
+                assert!(n > 0, "closed at request {round}");
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+            assert!(body[..] == big.bytes[start..start + 5000], "request {round} differs");
+            tokio::time::sleep(pause).await;
+        }
+    });
+}
