@@ -263,23 +263,35 @@ impl ServerState {
 
     /// Runs [`ServerState::refresh_with`] every `every`, for as long as the returned future
     /// is polled (spawn it; abort the task to stop). From the first call on, revocation data
-    /// older than the configured `revocation_max_age_s` fails gated downloads closed.
+    /// older than the configured `revocation_max_age_s` fails gated downloads closed. Each
+    /// round runs on a blocking thread: catching up with the writer's RocksDB log and reading
+    /// the catalog blocks, and must not stall the connections of the runtime's workers.
     pub async fn refresh_every<F, E>(self: Arc<Self>, every: Duration, reload: F)
     where
         F: Fn(&ServerState) -> Result<Verifier, E> + Send + Sync + 'static,
         E: Display,
     {
         self.refreshed.store(true, Ordering::Relaxed);
+        let reload = Arc::new(reload);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = self.refresh_with(&reload) {
-                let failures = self.metrics.consecutive_refresh_failures();
-                let age_s = self.metrics.since_last_refresh().as_secs();
-                tracing::error!(error = %e, failures, age_s, "refresh failed; keeping the data loaded before");
-            }
+            let (state, reload) = (Arc::clone(&self), Arc::clone(&reload));
+            let round = tokio::task::spawn_blocking(move || state.refresh_with(&*reload).map_err(|e| e.to_string()));
+            let error = match round.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                // The round panicked: count it as a failed one, keep the data loaded before.
+                Err(e) => {
+                    self.metrics.refresh_failed();
+                    format!("refresh round ended abnormally: {e}")
+                }
+            };
+            let failures = self.metrics.consecutive_refresh_failures();
+            let age_s = self.metrics.since_last_refresh().as_secs();
+            tracing::error!(error = %error, failures, age_s, "refresh failed; keeping the data loaded before");
         }
     }
 

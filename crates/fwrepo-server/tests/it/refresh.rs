@@ -167,3 +167,26 @@ fn server_on_an_old_data_dir_sees_revocations_once_the_writer_adds_the_families(
     assert_eq!(reader.get(&big.url(), &auth), StatusCode::OK);
     assert!(reader.state.store().db().absent_families().is_empty());
 }
+
+#[test]
+fn a_slow_refresh_round_does_not_stall_the_connections() {
+    // Two refreshers whose every round blocks for 2 s, on a runtime of two workers: if a
+    // round ran on a worker, both would be taken and no request could be answered meanwhile.
+    let fx = Fixture::new();
+    let slow = |_: &ServerState| {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok::<_, &str>(verifier(Revocations::new()))
+    };
+    let refreshers: Vec<_> =
+        (0..2).map(|_| fx.rt.spawn(Arc::clone(&fx.state).refresh_every(Duration::from_millis(20), slow))).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(fx.get("/healthz", &[]).status, StatusCode::OK);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1000), "a request waited {took:?} behind a refresh round");
+    }
+    for r in refreshers {
+        r.abort();
+    }
+}
