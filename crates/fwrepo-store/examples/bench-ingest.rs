@@ -65,15 +65,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The file system type of the mount holding `dir` (`ext4`, `tmpfs`, …).
+/// The file system type of the mount holding `dir` (`ext4`, `tmpfs`, …). Where mounts are
+/// stacked on one point `findmnt` lists each; the last is the one on top, which `dir` is on.
 fn filesystem(dir: &Path) -> String {
     Command::new("findmnt")
         .args(["-no", "FSTYPE", "-T"])
         .arg(dir)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .ok()
-        .filter(|s| !s.is_empty())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().map(str::trim).rfind(|l| !l.is_empty()).map(str::to_owned)
+        })
         .unwrap_or_else(|| "?".into())
 }
 
