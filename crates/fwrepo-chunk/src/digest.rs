@@ -32,7 +32,17 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = String::with_capacity(2 * Digest::LEN);
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// The canonical hex of the digest appended to `out`, without a `String` of its own (the
+    /// server writes ids into paths and audit records on every request).
+    pub fn push_hex(&self, out: &mut String) {
+        let mut buf = [0u8; 2 * Digest::LEN];
+        hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 in hex");
+        out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
     }
 }
 
@@ -46,14 +56,26 @@ impl FromStr for Digest {
     type Err = Error;
 
     /// Accepts exactly 64 lowercase hex digits: one spelling per id, so ids compare as strings.
+    /// One pass, no allocation unless the input is malformed (blob ids in request paths are
+    /// parsed on every request).
     fn from_str(s: &str) -> Result<Self, Error> {
-        let malformed = || Error::MalformedId { input: s.chars().take(80).collect() };
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(malformed());
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
         }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| malformed())?;
-        Ok(Digest(out))
+        let parsed = (s.len() == 2 * Digest::LEN)
+            .then(|| {
+                let mut out = [0u8; Digest::LEN];
+                for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+                    *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+                }
+                Some(Digest(out))
+            })
+            .flatten();
+        parsed.ok_or_else(|| Error::MalformedId { input: s.chars().take(80).collect() })
     }
 }
 
@@ -93,6 +115,28 @@ mod tests {
         for bad in ["", "00", &d.to_hex().to_uppercase(), &format!("{}0", d.to_hex()), &"g".repeat(64)] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
         }
+        // Every byte position and the characters next to the hex ranges.
+        let id = Digest(std::array::from_fn(|i| (i * 37 + 5) as u8)).to_hex();
+        assert_eq!(id.parse::<Digest>().unwrap().to_hex(), id);
+        assert!("0".repeat(64).parse::<Digest>().is_ok() && "f".repeat(64).parse::<Digest>().is_ok());
+        for bad in [id[..63].to_owned(), format!("{}é", &id[..62]), format!("{}/x", &id[..62])] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
+        }
+        for (i, c) in [b'/', b'@', b'`', b'G', b'g', b':', b' '].into_iter().enumerate() {
+            let mut v = id.clone().into_bytes();
+            v[i * 9] = c;
+            let bad = String::from_utf8(v).unwrap();
+            assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn push_hex_appends_the_same_hex_as_to_hex() {
+        let d = Digest(std::array::from_fn(|i| [0x00, 0x9f, 0xa0, 0xff][i % 4]));
+        let mut out = String::from("/v1/blobs/");
+        d.push_hex(&mut out);
+        assert_eq!(out, format!("/v1/blobs/{}", hex::encode(d.0)));
+        assert!(out.ends_with("009fa0ff"));
     }
 
     #[test]

@@ -107,19 +107,6 @@ pub(crate) fn now_rfc3339() -> String {
     })
 }
 
-/// `bytes` as lowercase hex, appended to `out`.
-pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 64];
-    for part in bytes.chunks(32) {
-        for (pair, &b) in buf.chunks_exact_mut(2).zip(part) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 15)];
-        }
-        out.push_str(std::str::from_utf8(&buf[..part.len() * 2]).expect("hex digits are ASCII"));
-    }
-}
-
 /// Appends `record` to `out` as one JSON object, the same bytes `serde_json` writes for it
 /// (field order, escapes), without going through serde's machinery per field.
 fn encode(out: &mut Vec<u8>, r: &AuditRecord) {
@@ -417,9 +404,6 @@ mod tests {
         let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         assert!((now - parsed.timestamp_millis()).abs() < 5_000, "{t}");
-        let mut hex = String::new();
-        push_hex(&mut hex, &[0x00, 0x9f, 0xa0, 0xff]);
-        assert_eq!(hex, "009fa0ff");
     }
 
     #[test]
