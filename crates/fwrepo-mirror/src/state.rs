@@ -132,7 +132,7 @@ impl StoredToken {
 }
 
 pub(crate) fn credential_digest(credential: &str) -> String {
-    fwrepo_store::Digest::of(credential.as_bytes()).to_hex().to_string()
+    fwrepo_store::Digest::of(credential.as_bytes()).to_hex()
 }
 
 /// The stored token, if there is a readable one that only its owner may access; anything

@@ -404,7 +404,7 @@ where
         ApiError::PayloadTooLarge => ApiError::TooLarge(format!("a delta request body is at most {MAX_BODY} bytes")),
         e => e,
     })?;
-    let entries = request.entries;
+    let mut entries = request.entries;
     if entries.len() > MAX_ENTRIES {
         return Err(ApiError::TooLarge(format!("at most {MAX_ENTRIES} entries per request")));
     }
@@ -431,7 +431,6 @@ where
     // Every base must be a chunk of a blob the token may see; an entry naming any other is
     // answered as one that named none.
     let deltas = state.deltas();
-    let mut entries = entries;
     if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.bases.len() > MAX_BASES) {
         return Err(ApiError::TooLarge(format!("entry {i} names {} bases, at most {MAX_BASES}", e.bases.len())));
     }
