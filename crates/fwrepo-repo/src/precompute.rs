@@ -80,12 +80,10 @@ pub(crate) fn precompute(store: &Store, seed: &Digest, target: &Digest, level: i
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut prefix = Vec::new();
-                    'pair: for (bases, key, t) in pairs.iter().skip(k).step_by(threads) {
+                    for (bases, key, t) in pairs.iter().skip(k).step_by(threads) {
                         let Some(tb) = store.read_chunk(t)? else { continue };
-                        prefix.clear();
-                        for b in bases {
-                            let Some(bb) = store.read_chunk(b)? else { continue 'pair };
-                            prefix.extend_from_slice(&bb);
+                        if !store.read_bases(bases, &mut prefix)? {
+                            continue;
                         }
                         let (enc, payload) = delta::encode(&tb, Some(&prefix), level)
                             .map_err(|e| crate::Error::Invalid(format!("delta of chunk {t}: {e}")))?;

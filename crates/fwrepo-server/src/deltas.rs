@@ -553,17 +553,7 @@ fn compute(
     // The owner map said the store holds them; gc may have taken one since. Then this one
     // answer goes without bases, and is not cached under the bases' key.
     let mut prefix = Vec::new();
-    let mut all_read = true;
-    for b in bases {
-        match store.read_chunk(b)? {
-            Some(bytes) => prefix.extend_from_slice(&bytes),
-            None => {
-                all_read = false;
-                prefix.clear();
-                break;
-            }
-        }
-    }
+    let all_read = store.read_bases(bases, &mut prefix)?;
     let active = d.counters.active.fetch_add(1, Relaxed) + 1;
     d.counters.max_active.fetch_max(active, Relaxed);
     let started = Instant::now();

@@ -67,6 +67,23 @@ impl Store {
         Ok(Some(bytes))
     }
 
+    /// The prefix a delta against `bases` is made with: their bytes, concatenated in order,
+    /// into `out` (cleared first). `false`, with `out` empty, when the store no longer holds
+    /// one of them (gc took it since the caller looked).
+    pub fn read_bases(&self, bases: &[ChunkId], out: &mut Vec<u8>) -> Result<bool> {
+        out.clear();
+        for b in bases {
+            match self.read_chunk(b)? {
+                Some(bytes) => out.extend_from_slice(&bytes),
+                None => {
+                    out.clear();
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// The precomputed delta of `target` against `bases`, if publish stored one. A data dir
     /// from before deltas (a reader that lacks the family) simply has none.
     pub fn precomputed_delta(&self, bases: &BasesKey, target: &ChunkId) -> Result<Option<(Encoding, Bytes)>> {
@@ -124,6 +141,14 @@ mod tests {
         let (first, len) = index.chunks[0];
         assert_eq!(&store.read_chunk(&first).unwrap().unwrap()[..], &data[..len as usize]);
         assert!(store.read_chunk(&Digest::of(b"absent")).unwrap().is_none());
+        // Bases read as one prefix, in order; one the store lacks leaves nothing.
+        let (second, len2) = index.chunks[1];
+        let mut prefix = vec![9u8; 3];
+        assert!(store.read_bases(&[second, first], &mut prefix).unwrap());
+        let (l1, l2) = (len as usize, len2 as usize);
+        assert_eq!(prefix, [&data[l1..l1 + l2], &data[..l1]].concat());
+        assert!(!store.read_bases(&[first, Digest::of(b"absent")], &mut prefix).unwrap());
+        assert!(prefix.is_empty());
 
         let (b, target) = (Digest::of(b"b"), Digest::of(b"t"));
         let base = BasesKey::of(&[b]);
