@@ -6,7 +6,9 @@
 //! - ingest into a fresh store, end to end including the final fsync, with where each stage
 //!   spent its time (CPU, waiting for input, waiting for room downstream, I/O);
 //! - the CPU floor, as `bench stages` computes it, over the same bytes;
-//! - the disk write rate: a sequential, fsync'd write of the same size in the same directory;
+//! - the disk write rate: a sequential, fsync'd write of the same size in the same directory,
+//!   once through the page cache and once with `O_DIRECT` from an aligned buffer (where the
+//!   file system takes it); the faster is the disk's rate;
 //! - the peers on the same file: `casync make` and `restic backup --compression off`, each into
 //!   a throwaway repository in the same directory (missing tools are an error; `cargo xtask
 //!   bench ingest` installs them).
@@ -124,6 +126,7 @@ fn bench_in(dir: &Path, size_mib: usize) -> Result<Vec<(f64, String)>> {
         );
     }
     println!("  commit (final fsync + index batch) {:.3} s", profile.commit.as_secs_f64());
+    println!("  pack writes: {}", if profile.direct_io { "O_DIRECT" } else { "buffered (page cache)" });
     std::fs::remove_dir_all(&data)?;
 
     let file = std::fs::File::open(&input)?;
@@ -136,18 +139,22 @@ fn bench_in(dir: &Path, size_mib: usize) -> Result<Vec<(f64, String)>> {
     println!("cpu floor    = {:.0} MB/s", floor.mb_s);
     floor.print();
 
-    // The disk: the same bytes written sequentially in 8 MiB writes, then fsync'd.
+    // The disk, in its best configuration: the same bytes written sequentially in 8 MiB
+    // writes and fsync'd, through the page cache and with O_DIRECT.
     let copy = work.path().join("disk-rate.bin");
-    let t = Instant::now();
-    let mut out = std::fs::File::create(&copy)?;
-    for piece in map.chunks(8 << 20) {
-        out.write_all(piece)?;
-    }
-    out.sync_all()?;
-    let disk = mb / t.elapsed().as_secs_f64();
-    drop(out);
-    std::fs::remove_file(&copy)?;
-    println!("disk write   = {disk:.0} MB/s (sequential, fsync'd)");
+    let (buffered, buffered_cpu) = disk_write(&copy, &map, false)?;
+    println!("disk write   = {buffered:.0} MB/s buffered ({buffered_cpu:.2} s CPU; sequential, fsync'd)");
+    let disk = match disk_write(&copy, &map, true) {
+        Ok((direct, direct_cpu)) => {
+            println!("disk write   = {direct:.0} MB/s O_DIRECT ({direct_cpu:.2} s CPU; sequential, fsync'd)");
+            buffered.max(direct)
+        }
+        Err(e) => {
+            println!("disk write   = O_DIRECT not available here ({e})");
+            buffered
+        }
+    };
+    println!("disk write   = {disk:.0} MB/s (the faster)");
 
     let casync = peer(
         "casync make",
@@ -196,6 +203,52 @@ fn bench_in(dir: &Path, size_mib: usize) -> Result<Vec<(f64, String)>> {
         restic_cpu / ingest_cpu
     );
     Ok(ratios)
+}
+
+/// MB/s and CPU seconds of writing `bytes` to a new file `path` in 8 MiB writes and fsyncing
+/// it, with `O_DIRECT` from an aligned buffer or through the page cache. The file is removed.
+fn disk_write(path: &Path, bytes: &[u8], direct: bool) -> Result<(f64, f64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const PIECE: usize = 8 << 20;
+    const ALIGN: usize = 4096;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    if direct {
+        open.custom_flags(libc::O_DIRECT);
+    }
+    // An aligned buffer to copy each piece into for O_DIRECT (the copy is part of the cost a
+    // direct writer pays, as the store's staging does).
+    let mut mem = vec![0u8; PIECE + ALIGN];
+    let start = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
+    let staging = &mut mem[start..start + PIECE];
+    let (t, cpu0) = (Instant::now(), common::cpu_s(false));
+    let mut out = match open.open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            // A refused O_DIRECT open may have created the file already.
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+    };
+    let written = (|| -> std::io::Result<()> {
+        for piece in bytes.chunks(PIECE) {
+            if direct && piece.len() % ALIGN == 0 {
+                staging[..piece.len()].copy_from_slice(piece);
+                out.write_all(&staging[..piece.len()])?;
+            } else if direct {
+                return Err(std::io::Error::other("size is not a multiple of 4096"));
+            } else {
+                out.write_all(piece)?;
+            }
+        }
+        out.sync_all()
+    })();
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = common::cpu_s(false) - cpu0;
+    drop(out);
+    std::fs::remove_file(path)?;
+    written?;
+    Ok((bytes.len() as f64 / 1e6 / secs, cpu))
 }
 
 fn run_quiet(cmd: &mut Command) -> Result<()> {

@@ -138,7 +138,7 @@ impl Store {
 
         // Copy live chunks of the rewritten packs into fresh packs. The active pack is closed
         // first so no pack is both a source and the destination.
-        if let Some(a) = w.active.take() {
+        if let Some(mut a) = w.active.take() {
             a.sync()?;
         }
         let mut txn = Txn::default();

@@ -9,7 +9,7 @@
 //!
 //! SHA-256 is the costliest hash (about as much CPU as FastCDC and both BLAKE3s together), so
 //! it has a stage of its own; the two BLAKE3s share one, and the write stage does only lookups
-//! and copies into the page cache. That keeps the two heaviest threads (cut, SHA-256) near
+//! and copies into the pack writer's staging buffer (or the page cache, see `pack.rs`). That keeps the two heaviest threads (cut, SHA-256) near
 //! half the work each, which is what two cores need.
 //!
 //! Input is read into a small pool of large buffers that travel through the stages and come back
@@ -82,6 +82,9 @@ pub struct IngestProfile {
     pub stages: Vec<StageTime>,
     /// The final fsync of packs and the index batch.
     pub commit: Duration,
+    /// Whether the pack this ingest ended in was written with `O_DIRECT` (else through the
+    /// page cache).
+    pub direct_io: bool,
 }
 
 impl StageTime {
@@ -180,7 +183,8 @@ impl Store {
             Ok((report, batch, stages)) => {
                 let t = Instant::now();
                 self.commit(&mut w, txn, batch)?;
-                Ok((report, IngestProfile { stages, commit: t.elapsed() }))
+                let direct_io = w.active.as_ref().is_some_and(|a| a.is_direct());
+                Ok((report, IngestProfile { stages, commit: t.elapsed(), direct_io }))
             }
             Err(e) => {
                 w.abort(&self.packs, txn);

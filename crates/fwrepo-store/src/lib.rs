@@ -51,7 +51,7 @@ use error::IoContext;
 use index::{
     CF_META, CF_PACKS, NEXT_PACK_KEY, decode_next_pack, encode_next_pack, encode_pack_len, pack_from_key, pack_key,
 };
-use pack::{PackWriter, Packs};
+use pack::{PackIo, PackWriter, Packs};
 
 /// Options for [`Store::init`].
 #[derive(Clone, Debug)]
@@ -92,6 +92,8 @@ struct Writer {
     _lock: lock::WriterLock,
     committed: BTreeMap<u32, u64>,
     active: Option<PackWriter>,
+    /// How packs are written (`FWREPO_PACK_IO`, read at open).
+    pack_io: PackIo,
     /// The id the next new pack gets; never lowered, and committed (`store.meta`) with every
     /// batch that commits a new pack, so no id is handed out twice.
     next_pack: u32,
@@ -147,7 +149,10 @@ impl Store {
         let packs = Packs::new(dir.join("packs"));
         let writer = match lock {
             None => None,
-            Some(lock) => Some(Mutex::new(recover(&db, &packs, &config, lock)?)),
+            Some(lock) => {
+                let pack_io = PackIo::from_env().map_err(|reason| Error::Config { path: dir.to_owned(), reason })?;
+                Some(Mutex::new(recover(&db, &packs, &config, lock, pack_io)?))
+            }
         };
         Ok(Store {
             dir: dir.to_owned(),
@@ -215,7 +220,7 @@ impl Store {
 /// Brings the packs in line with the index after a crash: pack files the index does not know
 /// were never committed and are removed; bytes past a pack's committed length are a torn tail and
 /// are cut off.
-fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock) -> Result<Writer> {
+fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock, pack_io: PackIo) -> Result<Writer> {
     let cf = db.require_cf(CF_PACKS)?;
     let mut committed = BTreeMap::new();
     for item in db.rocks().iterator_cf(cf, IteratorMode::Start) {
@@ -239,7 +244,7 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock)
                 let actual = std::fs::metadata(&path).at(&path)?.len();
                 if actual > len {
                     tracing::warn!(pack, actual, committed = len, "cutting torn pack tail");
-                    PackWriter::open(packs.dir(), pack, actual)?.truncate(len)?;
+                    PackWriter::open(packs.dir(), pack, actual, PackIo::Buffered)?.truncate(len)?;
                 } else if actual < len {
                     // Not something a crash can cause (packs are synced before commit); fsck
                     // reports the chunks this loses. Keep opening so the rest stays readable.
@@ -255,11 +260,11 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock)
     let active = match committed.iter().next_back() {
         Some((&pack, &len)) if len < config.pack_max_size && pack::pack_path(packs.dir(), pack).exists() => {
             let actual = std::fs::metadata(pack::pack_path(packs.dir(), pack)).map(|m| m.len()).unwrap_or(0);
-            if actual == len { Some(PackWriter::open(packs.dir(), pack, len)?) } else { None }
+            if actual == len { Some(PackWriter::open(packs.dir(), pack, len, pack_io)?) } else { None }
         }
         _ => None,
     };
-    Ok(Writer { _lock: lock, committed, active, next_pack })
+    Ok(Writer { _lock: lock, committed, active, pack_io, next_pack })
 }
 
 /// The id the next new pack gets: the high-water mark in `store.meta`, raised above every pack
@@ -289,14 +294,14 @@ impl Writer {
             .as_ref()
             .is_some_and(|a| a.len > pack::HEADER.len() as u64 && a.len + pack::RECORD_OVERHEAD + len > max);
         if full {
-            let old = self.active.take().unwrap();
+            let mut old = self.active.take().unwrap();
             old.sync()?;
             txn.touched.insert(old.id, old.len);
         }
         if self.active.is_none() {
             let id = self.next_pack;
             self.next_pack += 1;
-            self.active = Some(PackWriter::create(packs.dir(), id)?);
+            self.active = Some(PackWriter::create(packs.dir(), id, self.pack_io)?);
             txn.created.push(id);
         }
         Ok(self.active.as_mut().unwrap())
@@ -304,7 +309,7 @@ impl Writer {
 
     /// Makes the transaction's pack bytes durable and adds the new pack lengths to `batch`.
     fn prepare_commit(&mut self, packs: &Packs, txn: &mut Txn, batch: &mut WriteBatch, db: &Db) -> Result<()> {
-        if let Some(a) = &self.active
+        if let Some(a) = &mut self.active
             && a.len > self.committed.get(&a.id).copied().unwrap_or(0)
         {
             a.sync()?;
@@ -338,7 +343,7 @@ impl Writer {
             let Some(&len) = self.committed.get(&pack) else { continue };
             let cut = match &mut self.active {
                 Some(a) if a.id == pack => a.truncate(len),
-                _ => PackWriter::open(packs.dir(), pack, len).and_then(|mut w| w.truncate(len)),
+                _ => PackWriter::open(packs.dir(), pack, len, PackIo::Buffered).and_then(|mut w| w.truncate(len)),
             };
             if let Err(e) = cut {
                 // The next open cuts it; until then stop appending to it.

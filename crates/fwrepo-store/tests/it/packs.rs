@@ -120,3 +120,57 @@ fn reader_drops_mappings_of_removed_packs() {
     drop(held);
     assert_eq!(maps_of(&pack2), Vec::<String>::new());
 }
+
+/// Pack data goes to the disk with `O_DIRECT` where the file system takes it, in large aligned
+/// writes, while the bytes before the first alignment boundary after a committed length go
+/// through the page cache. An ingest that fails after several of those writes leaves the
+/// committed bytes as they were, byte for byte, in the file and in a reader's live mapping, and
+/// the next ingest appends at the same unaligned length.
+#[test]
+fn a_failed_ingest_after_direct_writes_leaves_committed_pack_bytes_as_they_were() {
+    /// Yields `.0` bytes of noise (unique, so every chunk is new), then fails.
+    struct Failing(usize);
+    impl std::io::Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("input went away"));
+            }
+            let n = buf.len().min(self.0).min(1 << 20);
+            fwrepo_synth::Rng::new(self.0 as u64).fill(&mut buf[..n]);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let opts = fwrepo_store::InitOptions { chunk_sizes: crate::small_params(), pack_max_size: 256 << 20 };
+    Store::init(&data, &opts).unwrap();
+    let store = Store::open(&data).unwrap();
+    let a = crate::image(31, 3_000_001);
+    let a_id = store.ingest_reader(&a[..], "a").unwrap().blob;
+    let pack = pack_file(&data, 1);
+    let committed = std::fs::read(&pack).unwrap();
+    assert!(!committed.len().is_multiple_of(4096), "the committed length should end inside a block");
+    let reader = Store::open_read_only(&data).unwrap();
+    let held = reader.read_all(&a_id).unwrap();
+
+    // 64 MiB of new chunks, more than the staging buffers hold, then the input fails.
+    let e = store.ingest_reader(Failing(64 << 20), "failing").unwrap_err();
+    assert!(e.to_string().contains("input went away"), "{e}");
+    assert!(std::fs::read(&pack).unwrap() == committed, "the pack was not cut back to its committed bytes");
+    assert!(held.concat() == a, "a live mapping of committed bytes changed");
+    assert!(store.fsck().unwrap().is_clean());
+
+    let b = crate::image(32, 40 << 20);
+    let b_id = store.ingest_reader(&b[..], "b").unwrap().blob;
+    assert!(std::fs::read(&pack).unwrap()[..committed.len()] == committed[..], "committed bytes changed");
+    assert!(held.concat() == a);
+    reader.refresh().unwrap();
+    assert!(crate::read_all(&reader, &b_id) == b);
+    assert!(crate::read_all(&reader, &a_id) == a);
+    assert!(store.fsck().unwrap().is_clean());
+    drop(store);
+    let store = Store::open(&data).unwrap();
+    assert!(store.fsck().unwrap().is_clean());
+    assert!(crate::read_all(&store, &b_id) == b);
+}
