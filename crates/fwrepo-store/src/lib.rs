@@ -190,22 +190,41 @@ impl Store {
     /// Makes a read-only store see what the writer committed since, and drops its maps of packs
     /// the index no longer lists (so collected packs stop holding disk space once the slices
     /// handed out of them are dropped).
+    ///
+    /// Cached blob layouts are kept, with their chunks' verified marks, while they still hold:
+    /// the blob is still stored and every chunk lies in a pack the index lists whose file is the
+    /// one mapped (pack bytes below the committed length never change, so a chunk verified
+    /// there stays verified). Clearing them on every refresh made each refresh re-read every
+    /// served blob's index entries and hash every served chunk again.
     pub fn refresh(&self) -> Result<()> {
         self.db.catch_up()?;
-        self.layouts.clear();
-        self.drop_stale_maps()
+        let listed = self.listed_packs()?;
+        let stale = self.packs.stale(&listed);
+        let replaced: HashSet<u32> = stale.iter().map(|&(pack, _)| pack).collect();
+        self.layouts.retain(|layout| {
+            let packs_hold =
+                layout.chunks.iter().all(|c| listed.contains(&c.loc.pack) && !replaced.contains(&c.loc.pack));
+            Ok(packs_hold && self.record(&layout.info.blob)?.is_some())
+        })?;
+        self.packs.drop_maps(stale);
+        Ok(())
     }
 
-    /// Drops the maps of packs the index (as this store sees it now) does not list, and of pack
-    /// files replaced since they were mapped.
-    fn drop_stale_maps(&self) -> Result<()> {
+    /// The packs the index (as this store sees it now) lists.
+    fn listed_packs(&self) -> Result<HashSet<u32>> {
         let cf = self.db.require_cf(CF_PACKS)?;
         let mut listed = HashSet::new();
         for item in self.db.rocks().iterator_cf(cf, IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.db.err(e))?;
             listed.extend(pack_from_key(&k));
         }
-        self.packs.retain(&listed);
+        Ok(listed)
+    }
+
+    /// Drops the maps of packs the index does not list, and of pack files replaced since they
+    /// were mapped.
+    fn drop_stale_maps(&self) -> Result<()> {
+        self.packs.retain(&self.listed_packs()?);
         Ok(())
     }
 
@@ -368,4 +387,80 @@ struct Txn {
     touched: BTreeMap<u32, u64>,
     /// Packs created by this transaction.
     created: Vec<u32>,
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use super::*;
+
+    fn image(seed: u64, len: usize) -> Vec<u8> {
+        fwrepo_synth::firmware_image(&mut fwrepo_synth::Rng::new(seed), len)
+    }
+
+    #[test]
+    fn refresh_keeps_layouts_that_still_hold_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let params = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        Store::init(&data, &InitOptions { chunk_sizes: params, pack_max_size: 1 << 20 }).unwrap();
+        let writer = Store::open(&data).unwrap();
+        let (a, b) = (image(1, 600_000), image(2, 600_000));
+        let blob_a = writer.ingest_reader(&a[..], "a").unwrap().blob;
+        let blob_b = writer.ingest_reader(&b[..], "b").unwrap().blob;
+        let reader = Store::open_read_only(&data).unwrap();
+        assert_eq!(reader.read_all(&blob_a).unwrap().concat(), a);
+        assert_eq!(reader.read_all(&blob_b).unwrap().concat(), b);
+
+        // Nothing changed: both layouts, and their chunks' verified marks, survive.
+        reader.refresh().unwrap();
+        assert!(reader.layouts.holds(&blob_a) && reader.layouts.holds(&blob_b));
+        let verified = |blob: &Digest| {
+            reader.layout(blob).unwrap().chunks.iter().all(|c| c.verified.load(std::sync::atomic::Ordering::Acquire))
+        };
+        assert!(verified(&blob_a) && verified(&blob_b));
+
+        // b is collected and its packs compacted away: its layout goes; a's goes only if one of
+        // its chunks moved out of a pack that is gone.
+        let report =
+            writer.gc(&gc::GcOptions { roots: Some(HashSet::from([blob_a])), min_dead_fraction: 0.01 }).unwrap();
+        assert_eq!(report.blobs_removed, 1);
+        reader.refresh().unwrap();
+        assert!(!reader.layouts.holds(&blob_b), "a removed blob's layout survived the refresh");
+        assert!(matches!(reader.read_all(&blob_b), Err(Error::UnknownBlob { .. })));
+        assert_eq!(reader.read_all(&blob_a).unwrap().concat(), a);
+        let listed: HashSet<u32> = {
+            let cf = reader.db.require_cf(CF_PACKS).unwrap();
+            reader
+                .db
+                .rocks()
+                .iterator_cf(cf, IteratorMode::Start)
+                .filter_map(|i| pack_from_key(&i.unwrap().0))
+                .collect()
+        };
+        assert!(reader.layout(&blob_a).unwrap().chunks.iter().all(|c| listed.contains(&c.loc.pack)));
+    }
+
+    #[test]
+    fn refresh_drops_layouts_of_replaced_pack_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let params = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        Store::init(&data, &InitOptions { chunk_sizes: params, pack_max_size: 1 << 20 }).unwrap();
+        let writer = Store::open(&data).unwrap();
+        let a = image(3, 300_000);
+        let blob = writer.ingest_reader(&a[..], "a").unwrap().blob;
+        drop(writer);
+        let reader = Store::open_read_only(&data).unwrap();
+        assert_eq!(reader.read_all(&blob).unwrap().concat(), a);
+        let pack = reader.layout(&blob).unwrap().chunks[0].loc.pack;
+        // The same bytes under a new inode: a replaced file, whose bytes the verified marks do
+        // not vouch for.
+        let path = pack::pack_path(reader.packs.dir(), pack);
+        let copy = path.with_extension("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        reader.refresh().unwrap();
+        assert!(!reader.layouts.holds(&blob), "a layout over a replaced pack file survived the refresh");
+        assert_eq!(reader.read_all(&blob).unwrap().concat(), a);
+    }
 }

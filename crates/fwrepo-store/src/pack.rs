@@ -80,7 +80,7 @@ impl PackMap {
 
 /// Which file a map was made of: device and inode, so a refresh can tell a pack file that was
 /// removed and recreated under the same name from the one it mapped.
-type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 fn file_id(meta: &std::fs::Metadata) -> FileId {
     (meta.dev(), meta.ino())
@@ -160,15 +160,25 @@ impl Packs {
     /// file is no longer the one mapped. Dropping a map is always safe: slices handed out keep
     /// it alive, and the next read of a listed pack maps it again.
     pub fn retain(&self, listed: &HashSet<u32>) {
+        self.drop_maps(self.stale(listed));
+    }
+
+    /// The mapped packs [`Packs::retain`] would drop: not in `listed`, or whose file is no
+    /// longer the one mapped (with the file that was mapped).
+    pub(crate) fn stale(&self, listed: &HashSet<u32>) -> Vec<(u32, FileId)> {
         let mapped: Vec<(u32, FileId)> = self.maps.read().unwrap().iter().map(|(&p, m)| (p, m.file)).collect();
         // Look at the files without holding the lock, so reads go on meanwhile.
-        let stale: Vec<(u32, FileId)> = mapped
+        mapped
             .into_iter()
             .filter(|&(pack, file)| {
                 !listed.contains(&pack)
                     || std::fs::metadata(pack_path(&self.dir, pack)).map(|m| file_id(&m)).ok() != Some(file)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Drops the maps [`Packs::stale`] found, unless a read has mapped the pack again since.
+    pub(crate) fn drop_maps(&self, stale: Vec<(u32, FileId)>) {
         if stale.is_empty() {
             return;
         }

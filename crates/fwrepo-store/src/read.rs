@@ -91,6 +91,34 @@ impl LayoutCache {
     pub fn clear(&self) {
         self.0.lock().unwrap().clear();
     }
+
+    /// Keeps the layouts `keep` says still hold; `keep` runs without the lock held, so reads go
+    /// on meanwhile, and a layout cached again since is left alone.
+    pub fn retain(&self, mut keep: impl FnMut(&Layout) -> Result<bool>) -> Result<()> {
+        let cached: Vec<Arc<Layout>> = self.0.lock().unwrap().values().cloned().collect();
+        let mut drop = Vec::new();
+        for layout in cached {
+            if !keep(&layout)? {
+                drop.push(layout);
+            }
+        }
+        if drop.is_empty() {
+            return Ok(());
+        }
+        let mut map = self.0.lock().unwrap();
+        for layout in drop {
+            if map.get(&layout.info.blob).is_some_and(|l| Arc::ptr_eq(l, &layout)) {
+                map.remove(&layout.info.blob);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `blob`'s layout is cached (tests).
+    #[cfg(test)]
+    pub fn holds(&self, blob: &Digest) -> bool {
+        self.0.lock().unwrap().contains_key(blob)
+    }
 }
 
 impl Store {
