@@ -122,6 +122,11 @@ impl Db {
                 Ok(Db { inner, path: path.to_owned(), mode, scratch: None, absent: Vec::new() })
             }
             Mode::ReadOnly => {
+                // Catching up with the writer reopens table handlers with this many threads,
+                // per column family, every round, even when no file changed: the default 16
+                // made each refresh of a serving process start and join hundreds of threads.
+                // A secondary opens few new files per round; one thread does that in order.
+                opts.set_max_file_opening_threads(1);
                 let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
                 let scratch = std::env::temp_dir().join(format!("fwrepo-reader-{}-{seq}", std::process::id()));
                 std::fs::create_dir_all(&scratch).map_err(|source| Error::Scratch { path: scratch.clone(), source })?;
