@@ -1,4 +1,4 @@
-//! `cargo xtask bench serve [--runs N] [--seconds S]`: fwrepo against nginx serving the same
+//! `cargo xtask bench serve [--runs N] [--seconds S] [--load NAME]…`: fwrepo against nginx serving the same
 //! firmware bytes on loopback, measured by CPU per request as well as by throughput.
 //!
 //! Each server gets core 0 (`taskset`; nginx with one worker process, fwrepo with one runtime
@@ -322,18 +322,25 @@ fn nginx_worker(master: u32) -> Result<u32> {
 struct Options {
     runs: usize,
     seconds: u32,
+    /// Only the loads whose name contains one of these (all loads when empty).
+    loads: Vec<String>,
 }
 
 fn parse_options(args: &[&str]) -> Result<Options> {
-    let mut o = Options { runs: 3, seconds: 5 };
+    let mut o = Options { runs: 3, seconds: 5, loads: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match *a {
             "--runs" => o.runs = value()?.parse().context("--runs")?,
             "--seconds" => o.seconds = value()?.parse().context("--seconds")?,
-            other => bail!("unknown argument {other:?}; use --runs N, --seconds S"),
+            "--load" => o.loads.push(value()?.to_string()),
+            other => bail!("unknown argument {other:?}; use --runs N, --seconds S, --load NAME"),
         }
+    }
+    if let Some(unknown) = o.loads.iter().find(|l| !LOADS.iter().any(|load| load.name.contains(l.as_str()))) {
+        let names: Vec<&str> = LOADS.iter().map(|l| l.name).collect();
+        bail!("--load {unknown:?} matches no load; loads are: {}", names.join("; "));
     }
     if o.runs == 0 || o.seconds == 0 {
         bail!("--runs and --seconds must be at least 1");
@@ -544,13 +551,17 @@ fn print_row(server: &str, samples: &[Sample]) {
 }
 
 fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
+    let loads: Vec<&Load> = LOADS
+        .iter()
+        .filter(|l| options.loads.is_empty() || options.loads.iter().any(|n| l.name.contains(n.as_str())))
+        .collect();
     let fx = prepare(bin, tmp)?;
     let hz = ticks_per_s()?;
     let scripts = tmp.join("scripts");
     std::fs::create_dir_all(&scripts)?;
     let mut fw_scripts = Vec::new();
     let mut ng_scripts = Vec::new();
-    for (i, load) in LOADS.iter().enumerate() {
+    for (i, load) in loads.iter().enumerate() {
         let fw = scripts.join(format!("fw-{i}.lua"));
         std::fs::write(&fw, wrk_script(&fx.blob_paths, load, Some(&fx.token)))?;
         let ng = scripts.join(format!("ng-{i}.lua"));
@@ -564,14 +575,14 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
     warm_up(&format!("http://127.0.0.1:{fw_port}"), &fx.blob_paths, Some(&fx.token))?;
     warm_up(&format!("https://127.0.0.1:{fw_tls_port}"), &fx.blob_paths, Some(&fx.token))?;
     // fwrepo[load] and nginx[variant][load]: one sample per run.
-    let mut fwrepo: Vec<Vec<Sample>> = vec![Vec::new(); LOADS.len()];
-    let mut nginx: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); LOADS.len()]; NGINX_VARIANTS.len()];
+    let mut fwrepo: Vec<Vec<Sample>> = vec![Vec::new(); loads.len()];
+    let mut nginx: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); loads.len()]; NGINX_VARIANTS.len()];
     println!(
         "\n{} run(s) of {} s per load and server; fwrepo: token + audit log, 1 thread on core 0; wrk on core 1",
         options.runs, options.seconds
     );
     for run in 1..=options.runs {
-        for (i, load) in LOADS.iter().enumerate() {
+        for (i, load) in loads.iter().enumerate() {
             let (guard, port, scheme) =
                 if load.tls { (&fw_tls, fw_tls_port, "https") } else { (&fw_plain, fw_port, "http") };
             let url = format!("{scheme}://127.0.0.1:{port}/");
@@ -590,7 +601,7 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
         for (v, (variant, directives)) in NGINX_VARIANTS.iter().enumerate() {
             let (_nginx, worker, plain, tls) = start_nginx(tmp, &fx, directives)?;
             warm_up(&format!("http://127.0.0.1:{plain}"), &fx.file_paths, None)?;
-            for (i, load) in LOADS.iter().enumerate() {
+            for (i, load) in loads.iter().enumerate() {
                 let url =
                     if load.tls { format!("https://127.0.0.1:{tls}/") } else { format!("http://127.0.0.1:{plain}/") };
                 let s = measure_retrying(&url, &ng_scripts[i], load, worker, options.seconds, hz)
@@ -619,7 +630,7 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
     );
     let mut worst_cpu = (f64::MAX, "");
     let mut worst_thr = (f64::MAX, "");
-    for (i, load) in LOADS.iter().enumerate() {
+    for (i, load) in loads.iter().enumerate() {
         println!("{} ({} connections)", load.name, load.connections);
         let fw = &fwrepo[i];
         let med = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f).collect());
