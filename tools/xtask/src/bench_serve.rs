@@ -1,5 +1,6 @@
-//! `cargo xtask bench serve [--runs N] [--seconds S] [--load NAME]…`: fwrepo against nginx serving the same
-//! firmware bytes on loopback, measured by CPU per request as well as by throughput.
+//! `cargo xtask bench serve [--runs N] [--seconds S] [--load NAME]…`: fwrepo against nginx
+//! serving the same firmware bytes on loopback, measured by CPU per request as well as by
+//! throughput. `--load` (repeatable) keeps only the loads whose names contain NAME.
 //!
 //! Each server gets core 0 (`taskset`; nginx with one worker process, fwrepo with one runtime
 //! thread) and wrk gets core 1. fwrepo runs as the product does: a bearer token checked on every
@@ -322,26 +323,28 @@ fn nginx_worker(master: u32) -> Result<u32> {
 struct Options {
     runs: usize,
     seconds: u32,
-    /// Only the loads whose name contains one of these (all loads when empty).
-    loads: Vec<String>,
+    /// The loads to run, in `LOADS` order: those whose name contains a `--load` NAME, or all.
+    loads: Vec<&'static Load>,
 }
 
 fn parse_options(args: &[&str]) -> Result<Options> {
     let mut o = Options { runs: 3, seconds: 5, loads: Vec::new() };
+    let mut names: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match *a {
             "--runs" => o.runs = value()?.parse().context("--runs")?,
             "--seconds" => o.seconds = value()?.parse().context("--seconds")?,
-            "--load" => o.loads.push(value()?.to_string()),
+            "--load" => names.push(value()?),
             other => bail!("unknown argument {other:?}; use --runs N, --seconds S, --load NAME"),
         }
     }
-    if let Some(unknown) = o.loads.iter().find(|l| !LOADS.iter().any(|load| load.name.contains(l.as_str()))) {
-        let names: Vec<&str> = LOADS.iter().map(|l| l.name).collect();
-        bail!("--load {unknown:?} matches no load; loads are: {}", names.join("; "));
+    if let Some(unknown) = names.iter().find(|n| !LOADS.iter().any(|load| load.name.contains(*n))) {
+        let all: Vec<&str> = LOADS.iter().map(|l| l.name).collect();
+        bail!("--load {unknown:?} matches no load; loads are: {}", all.join("; "));
     }
+    o.loads = LOADS.iter().filter(|l| names.is_empty() || names.iter().any(|n| l.name.contains(n))).collect();
     if o.runs == 0 || o.seconds == 0 {
         bail!("--runs and --seconds must be at least 1");
     }
@@ -551,10 +554,7 @@ fn print_row(server: &str, samples: &[Sample]) {
 }
 
 fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
-    let loads: Vec<&Load> = LOADS
-        .iter()
-        .filter(|l| options.loads.is_empty() || options.loads.iter().any(|n| l.name.contains(n.as_str())))
-        .collect();
+    let loads = &options.loads;
     let fx = prepare(bin, tmp)?;
     let hz = ticks_per_s()?;
     let scripts = tmp.join("scripts");
@@ -681,4 +681,36 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
         worst_cpu.0, worst_cpu.1, worst_thr.0, worst_thr.1
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(o: &Options) -> Vec<&'static str> {
+        o.loads.iter().map(|l| l.name).collect()
+    }
+
+    #[test]
+    fn without_load_every_load_runs() {
+        let o = parse_options(&[]).unwrap();
+        assert_eq!(names(&o), LOADS.iter().map(|l| l.name).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn load_keeps_the_matching_loads_in_their_order() {
+        let o = parse_options(&["--load", "whole", "--load", "64 KiB ranges"]).unwrap();
+        assert_eq!(names(&o), ["64 KiB ranges, aligned", "64 KiB ranges, unaligned", "whole 8 MiB blobs"]);
+    }
+
+    #[test]
+    fn a_load_that_matches_nothing_is_an_error_naming_the_loads() {
+        let Err(e) = parse_options(&["--load", "whole", "--load", "nope"]) else {
+            panic!("an unknown load was accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains("\"nope\" matches no load"), "{e}");
+        assert!(e.contains("whole 8 MiB blobs"), "{e}");
+        assert!(parse_options(&["--load"]).is_err());
+    }
 }
