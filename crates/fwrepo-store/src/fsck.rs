@@ -70,7 +70,8 @@ pub struct Stats {
     /// Sum of distinct chunk lengths: what the blobs take deduplicated.
     pub chunk_bytes: u64,
     pub packs: u64,
-    /// Committed pack bytes, including record headers and chunks awaiting `gc`.
+    /// Committed pack bytes, including pack headers (and chunk heads in format 1 packs) and
+    /// chunks awaiting `gc`.
     pub pack_bytes: u64,
 }
 

@@ -84,7 +84,7 @@ impl Store {
                 }
                 let len = data.len() as u32;
                 let pack = w.pack_for(&self.packs, self.config.pack_max_size, u64::from(len), &mut txn)?;
-                let offset = pack.append(id, data)?;
+                let offset = pack.append(data)?;
                 batch.put_cf(chunks_cf, id.as_bytes(), ChunkLoc { pack: pack.id, offset, len }.encode());
                 pending.insert(*id);
                 report.stored += 1;

@@ -395,7 +395,7 @@ impl Store {
                     continue;
                 }
                 let pack = w.pack_for(&self.packs, max_pack, u64::from(len), txn)?;
-                let offset = pack.append(id, data)?;
+                let offset = pack.append(data)?;
                 let loc = ChunkLoc { pack: pack.id, offset, len };
                 pending.insert(*id, loc);
                 new_locs.push((*id, loc));

@@ -263,7 +263,7 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock,
                 let actual = std::fs::metadata(&path).at(&path)?.len();
                 if actual > len {
                     tracing::warn!(pack, actual, committed = len, "cutting torn pack tail");
-                    PackWriter::open(packs.dir(), pack, actual, PackIo::Buffered)?.truncate(len)?;
+                    pack::cut_tail(packs.dir(), pack, len)?;
                 } else if actual < len {
                     // Not something a crash can cause (packs are synced before commit); fsck
                     // reports the chunks this loses. Keep opening so the rest stays readable.
@@ -275,11 +275,17 @@ fn recover(db: &Db, packs: &Packs, config: &StoreConfig, lock: lock::WriterLock,
     if removed_any {
         fsutil::sync_dir(packs.dir())?;
     }
-    // Keep appending to the newest pack while it has room.
+    // Keep appending to the newest pack while it has room (and is of the current format: a
+    // format 1 pack is left as it is and a new one started).
     let active = match committed.iter().next_back() {
         Some((&pack, &len)) if len < config.pack_max_size && pack::pack_path(packs.dir(), pack).exists() => {
-            let actual = std::fs::metadata(pack::pack_path(packs.dir(), pack)).map(|m| m.len()).unwrap_or(0);
-            if actual == len { Some(PackWriter::open(packs.dir(), pack, len, pack_io)?) } else { None }
+            let path = pack::pack_path(packs.dir(), pack);
+            let actual = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if actual == len && pack::Format::of(&path)? == pack::Format::V2 {
+                Some(PackWriter::open(packs.dir(), pack, len, pack_io)?)
+            } else {
+                None
+            }
         }
         _ => None,
     };
@@ -308,10 +314,7 @@ impl Writer {
     /// The pack to append a record of `len` bytes to, rolling to a new pack when the active one
     /// is full. A rolled pack is synced at once; its new length is committed with the batch.
     fn pack_for(&mut self, packs: &Packs, max: u64, len: u64, txn: &mut Txn) -> Result<&mut PackWriter> {
-        let full = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.len > pack::HEADER.len() as u64 && a.len + pack::RECORD_OVERHEAD + len > max);
+        let full = self.active.as_ref().is_some_and(|a| a.len > pack::HEADER.len() as u64 && a.len + len > max);
         if full {
             let mut old = self.active.take().unwrap();
             old.sync()?;
@@ -362,7 +365,7 @@ impl Writer {
             let Some(&len) = self.committed.get(&pack) else { continue };
             let cut = match &mut self.active {
                 Some(a) if a.id == pack => a.truncate(len),
-                _ => PackWriter::open(packs.dir(), pack, len, PackIo::Buffered).and_then(|mut w| w.truncate(len)),
+                _ => pack::cut_tail(packs.dir(), pack, len),
             };
             if let Err(e) = cut {
                 // The next open cuts it; until then stop appending to it.

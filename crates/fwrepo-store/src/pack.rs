@@ -1,9 +1,16 @@
-//! Pack files: append-only files of chunk records, read through memory maps.
+//! Pack files: append-only files of chunk bytes, read through memory maps.
 //!
-//! File layout: an 8-byte header `FWPACK` `\0` `\x01`, then records `{len u32 LE, id [32],
-//! bytes [len]}`. A chunk's location points at its bytes. The committed length of each pack is
-//! kept in the index; bytes past it are a torn tail from an interrupted write and are cut off when
-//! the writer opens the store.
+//! File layout (format 2): an 8-byte header `FWPACK` `\0` `\x02`, then the bytes of each chunk,
+//! back to back. A chunk's location in the index (pack, offset, length) is the only record of
+//! where it is, so a blob's consecutive chunks, appended in order, are one run of the file: a
+//! range of it goes to the kernel as one `sendfile` extent. The committed length of each pack
+//! is kept in the index; bytes past it are a torn tail from an interrupted write and are cut off
+//! when the writer opens the store.
+//!
+//! Format 1 (header `FWPACK` `\0` `\x01`) put a 36-byte head `{len u32 LE, id [32]}` in front
+//! of each chunk, which nothing read back. Such packs stay readable as they are (a location
+//! points at the bytes either way); the writer never appends to one, it starts a new pack, and
+//! `gc` rewrites them into format 2 like any other pack it compacts.
 //!
 //! Invariant: bytes below a pack's committed length are never modified and the file is never
 //! shortened below it; a pack leaves only by being unlinked whole (after garbage collection has
@@ -32,15 +39,51 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use memmap2::Mmap;
 
-use crate::Digest;
 use crate::error::{Error, IoContext, Result};
 
-pub const HEADER: &[u8; 8] = b"FWPACK\0\x01";
-/// Bytes in front of each chunk's data: its length and id.
-pub const RECORD_OVERHEAD: u64 = 4 + 32;
+/// The header of the packs the writer creates (format 2: chunk bytes back to back).
+pub const HEADER: &[u8; 8] = b"FWPACK\0\x02";
+/// The header of format 1 packs, whose chunks each have a head in front.
+pub const HEADER_V1: &[u8; 8] = b"FWPACK\0\x01";
+/// Bytes in front of each chunk in a format 1 pack: its length and id.
+pub const V1_RECORD_OVERHEAD: u64 = 4 + 32;
 /// Start writeback of what has been appended every this many bytes, so the fsync at commit
 /// finds little left to do.
 const WRITEBACK_EVERY: u64 = 16 << 20;
+
+/// The layout of a pack file, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Each chunk behind a 36-byte head (read only).
+    V1,
+    /// Chunk bytes back to back (what the writer creates and appends to).
+    V2,
+}
+
+impl Format {
+    /// Bytes each chunk takes in the file besides its own.
+    pub fn record_overhead(self) -> u64 {
+        match self {
+            Format::V1 => V1_RECORD_OVERHEAD,
+            Format::V2 => 0,
+        }
+    }
+
+    /// The format of the pack file at `path`; a header of neither format is an error.
+    pub fn of(path: &Path) -> Result<Format> {
+        let mut head = [0u8; 8];
+        let file = File::open(path).at(path)?;
+        let n = file.read_at(&mut head, 0).at(path)?;
+        match &head[..n] {
+            h if h == HEADER => Ok(Format::V2),
+            h if h == HEADER_V1 => Ok(Format::V1),
+            h => Err(Error::CorruptRecord {
+                what: path.display().to_string(),
+                reason: format!("not a pack header: {}", h.escape_ascii()),
+            }),
+        }
+    }
+}
 
 pub fn pack_path(dir: &Path, pack: u32) -> PathBuf {
     dir.join(format!("{pack:08}.pack"))
@@ -518,6 +561,15 @@ fn spawn_writeback(files: &Arc<Files>) -> Option<Sender<(u64, u64)>> {
     Some(tx)
 }
 
+/// Cuts pack `pack` (of either format) back to `len` bytes, dropping a torn tail, and makes that
+/// durable.
+pub fn cut_tail(dir: &Path, pack: u32, len: u64) -> Result<()> {
+    let path = pack_path(dir, pack);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).at(&path)?;
+    file.set_len(len).at(&path)?;
+    file.sync_all().at(&path)
+}
+
 impl PackWriter {
     /// Creates a new, empty pack file with its header (not yet durable).
     pub fn create(dir: &Path, id: u32, io: PackIo) -> Result<PackWriter> {
@@ -527,10 +579,17 @@ impl PackWriter {
         Ok(PackWriter::with_file(id, path, file, HEADER.len() as u64, io))
     }
 
-    /// Opens an existing pack to append after its committed length `len` (the caller has cut
-    /// any tail already).
+    /// Opens an existing format 2 pack to append after its committed length `len` (the caller
+    /// has cut any tail already). A format 1 pack is refused: chunks appended to it would lack
+    /// the heads its format promises.
     pub fn open(dir: &Path, id: u32, len: u64, io: PackIo) -> Result<PackWriter> {
         let path = pack_path(dir, id);
+        if Format::of(&path)? != Format::V2 {
+            return Err(Error::CorruptRecord {
+                what: path.display().to_string(),
+                reason: "a format 1 pack is never appended to".into(),
+            });
+        }
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
         Ok(PackWriter::with_file(id, path, file, len, io))
     }
@@ -577,25 +636,20 @@ impl PackWriter {
         matches!(&self.out, Out::Direct(d) if !d.fell_back)
     }
 
-    /// Appends one chunk record and returns the offset of the chunk's bytes. On the direct path
-    /// the bytes may stay staged until [`PackWriter::sync`].
-    pub fn append(&mut self, id: &Digest, data: &[u8]) -> Result<u64> {
+    /// Appends one chunk's bytes right after the last and returns their offset. On the direct
+    /// path the bytes may stay staged until [`PackWriter::sync`].
+    pub fn append(&mut self, data: &[u8]) -> Result<u64> {
         self.settle_fallback()?;
-        let mut head = [0u8; RECORD_OVERHEAD as usize];
-        head[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        head[4..].copy_from_slice(id.as_bytes());
-        let offset = self.len + RECORD_OVERHEAD;
+        let offset = self.len;
         let end = offset + data.len() as u64;
         match &mut self.out {
             Out::Buffered(_) => {
-                let file = &self.files.buffered;
-                file.write_all_at(&head, self.len).at(&self.files.path)?;
-                file.write_all_at(data, offset).at(&self.files.path)?;
+                self.files.buffered.write_all_at(data, offset).at(&self.files.path)?;
                 self.len = end;
                 self.maybe_start_writeback();
             }
             Out::Direct(d) => {
-                if let Err(e) = d.put(&self.files, self.len, &head).and_then(|()| d.put(&self.files, offset, data)) {
+                if let Err(e) = d.put(&self.files, offset, data) {
                     d.failed = true;
                     return Err(e).at(&self.files.path);
                 }
@@ -779,34 +833,12 @@ impl Direct {
     }
 }
 
-/// Reads pack `path` record by record up to `len` and calls `f(id, offset, bytes)` for each.
-/// Lets tests look at a pack without the index.
-#[cfg(test)]
-pub fn scan(path: &Path, len: u64, mut f: impl FnMut(Digest, u64, &[u8])) -> Result<()> {
-    let data = std::fs::read(path).at(path)?;
-    let end = (len as usize).min(data.len());
-    if data.len() < HEADER.len() || &data[..HEADER.len()] != HEADER {
-        return Err(Error::CorruptRecord { what: path.display().to_string(), reason: "bad pack header".into() });
-    }
-    let mut pos = HEADER.len();
-    while pos + RECORD_OVERHEAD as usize <= end {
-        let n = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let id = Digest::from_slice(&data[pos + 4..pos + 36]).unwrap();
-        let start = pos + RECORD_OVERHEAD as usize;
-        if start + n > end {
-            break;
-        }
-        f(id, start as u64, &data[start..start + n]);
-        pos = start + n;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::Digest;
 
     /// Direct writes seen per pack path (offset, length), and a fault to inject into them.
     #[derive(Default)]
@@ -876,19 +908,43 @@ mod tests {
             .collect()
     }
 
-    /// Every record of the pack file, as `scan` finds them.
-    fn records(path: &Path, len: u64) -> Vec<(Digest, u64, Vec<u8>)> {
-        let mut seen = Vec::new();
-        scan(path, len, |id, off, bytes| seen.push((id, off, bytes.to_vec()))).unwrap();
-        seen
-    }
-
     #[test]
     fn pack_names_are_strict() {
         assert_eq!(parse_pack_name("00000012.pack"), Some(12));
         for bad in ["12.pack", "0000001x.pack", "00000012.pak", "00000012.pack.tmp"] {
             assert_eq!(parse_pack_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn formats_are_told_by_header_and_a_format_1_pack_is_never_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(dir.path(), 1, PackIo::Buffered).unwrap();
+        w.append(b"abc").unwrap();
+        w.sync().unwrap();
+        assert_eq!(Format::of(&pack_path(dir.path(), 1)).unwrap(), Format::V2);
+        let mut v1 = HEADER_V1.to_vec();
+        v1.extend_from_slice(&3u32.to_le_bytes());
+        v1.extend_from_slice(Digest::of(b"abc").as_bytes());
+        v1.extend_from_slice(b"abc");
+        std::fs::write(pack_path(dir.path(), 2), &v1).unwrap();
+        assert_eq!(Format::of(&pack_path(dir.path(), 2)).unwrap(), Format::V1);
+        assert_eq!(Format::V1.record_overhead(), 36);
+        let e = PackWriter::open(dir.path(), 2, v1.len() as u64, PackIo::Buffered).err().unwrap();
+        assert!(e.to_string().contains("format 1"), "{e}");
+        assert_eq!(std::fs::read(pack_path(dir.path(), 2)).unwrap(), v1);
+        // Bytes of format 1 chunks are read where their location points.
+        assert_eq!(&Packs::new(dir.path().to_owned()).slice(2, 44, 3).unwrap()[..], b"abc");
+        for junk in [&b"FWPACK\0\x03"[..], b"FWPA", b"", b"ELF\x7f\0\0\0\0"] {
+            std::fs::write(pack_path(dir.path(), 3), junk).unwrap();
+            let e = Format::of(&pack_path(dir.path(), 3)).unwrap_err();
+            assert!(matches!(e, Error::CorruptRecord { .. }) && e.to_string().contains("not a pack header"), "{e}");
+            assert!(PackWriter::open(dir.path(), 3, junk.len() as u64, PackIo::Buffered).is_err());
+        }
+        // Cutting a torn tail works on either format.
+        std::fs::write(pack_path(dir.path(), 2), [&v1[..], b"torn"].concat()).unwrap();
+        cut_tail(dir.path(), 2, v1.len() as u64).unwrap();
+        assert_eq!(std::fs::read(pack_path(dir.path(), 2)).unwrap(), v1);
     }
 
     #[test]
@@ -910,30 +966,32 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut w = PackWriter::create(dir.path(), 1, io).unwrap();
             let packs = Packs::new(dir.path().to_owned());
-            let a = w.append(&Digest::of(b"first"), b"first").unwrap();
+            let a = w.append(b"first").unwrap();
+            assert_eq!(a, HEADER.len() as u64);
             w.sync().unwrap();
             assert_eq!(&packs.slice(1, a, 5).unwrap()[..], b"first");
             // Written after the first map was made: the read must remap, and the old slice
             // survives.
             let old = packs.slice(1, a, 5).unwrap();
-            let b = w.append(&Digest::of(b"second"), b"second").unwrap();
+            let b = w.append(b"second").unwrap();
+            assert_eq!(b, a + 5, "chunk bytes lie back to back");
             w.sync().unwrap();
             assert_eq!(&packs.slice(1, b, 6).unwrap()[..], b"second");
             assert_eq!(&old[..], b"first");
-            let seen = records(&pack_path(dir.path(), 1), w.len);
-            assert_eq!(seen.len(), 2);
-            assert_eq!(seen[1], (Digest::of(b"second"), b, b"second".to_vec()));
+            assert_eq!(std::fs::read(pack_path(dir.path(), 1)).unwrap(), b"FWPACK\0\x02firstsecond");
             assert!(matches!(packs.slice(2, 8, 1), Err(Error::MissingPack { pack: 2 })));
         }
     }
 
-    /// Appends records of `lens` (syncing after the indexes in `syncs`), then checks the file
-    /// holds exactly them, through `scan` and through the mapping.
+    /// Appends chunks of `lens` (syncing after the indexes in `syncs`), then checks the file
+    /// holds exactly them, back to back after what it held, on disk and through the mapping.
     fn round_trip(w: &mut PackWriter, dir: &Path, first: u64, lens: &[usize], syncs: &[usize]) -> Vec<(u64, Vec<u8>)> {
         let mut written = Vec::new();
+        let start = w.len;
         for (i, &len) in lens.iter().enumerate() {
             let bytes = data(first + i as u64, len);
-            let at = w.append(&Digest::of(&bytes), &bytes).unwrap();
+            let at = w.append(&bytes).unwrap();
+            assert_eq!(at, written.last().map_or(start, |(a, b): &(u64, Vec<u8>)| a + b.len() as u64));
             written.push((at, bytes));
             if syncs.contains(&i) {
                 w.sync().unwrap();
@@ -943,12 +1001,9 @@ mod tests {
         w.sync().unwrap();
         let path = pack_path(dir, w.id);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), w.len);
-        let seen = records(&path, w.len);
-        let tail = &seen[seen.len() - written.len()..];
-        for ((id, off, bytes), (at, want)) in tail.iter().zip(&written) {
-            assert_eq!((*off, bytes.len()), (*at, want.len()));
-            assert!(bytes == want && *id == Digest::of(want), "record at {at} differs");
-        }
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(&file[..HEADER.len()], HEADER);
+        assert!(file[start as usize..] == written.iter().flat_map(|(_, b)| b.iter().copied()).collect::<Vec<u8>>()[..]);
         let packs = Packs::new(dir.to_owned());
         for (at, want) in &written {
             assert!(packs.slice(w.id, *at, want.len() as u32).unwrap() == want[..], "mapped record at {at} differs");
@@ -961,16 +1016,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::create(dir.path(), 1, PackIo::Direct).unwrap();
         assert_eq!(w.is_direct(), fs_takes_direct(dir.path()));
-        let o = RECORD_OVERHEAD as usize;
         let lens = [
             // Ends exactly at the end of the first staging buffer.
-            STAGE - HEADER.len() - o,
+            STAGE - HEADER.len(),
             1,
             // Larger than a whole staging buffer.
             STAGE + 5000,
-            // A record ending one byte short of a block, then one ending on one.
-            4096 - 5000 % 4096 - 2 * o - 1 - 1,
-            4096 - o - 1,
+            // A chunk ending one byte short of a block, then one ending on one.
+            4096 - 5000 % 4096 - 1 - 1,
+            1,
             0,
             65_537,
             200_000,
@@ -1072,14 +1126,14 @@ mod tests {
         let mut failed = false;
         for i in 0..(4 * STAGE / 100_000) as u64 {
             let bytes = data(1000 + i, 100_000);
-            if w.append(&Digest::of(&bytes), &bytes).is_err() {
+            if w.append(&bytes).is_err() {
                 failed = true;
                 break;
             }
         }
         assert!(failed || w.sync().is_err(), "the injected error never surfaced");
         let bytes = data(7, 10);
-        assert!(w.append(&Digest::of(&bytes), &bytes).is_err(), "append after a failed write");
+        assert!(w.append(&bytes).is_err(), "append after a failed write");
         assert!(w.sync().is_err(), "sync after a failed write");
         assert!(std::fs::read(&path).unwrap()[..committed as usize] == before[..]);
         w.truncate(committed).unwrap();
@@ -1101,7 +1155,7 @@ mod tests {
             // More than both staging buffers: some of it is in the file, some only staged.
             for i in 0..(3 * STAGE / 90_000) as u64 {
                 let bytes = data(10 + i, 90_000);
-                w.append(&Digest::of(&bytes), &bytes).unwrap();
+                w.append(&bytes).unwrap();
             }
             drop(w);
             let after = std::fs::read(&path).unwrap();
@@ -1155,7 +1209,7 @@ mod tests {
         let mut offsets = Vec::new();
         for id in 1..=3 {
             let mut w = PackWriter::create(dir.path(), id, PackIo::Direct).unwrap();
-            offsets.push(w.append(&Digest::of(b"x"), b"x").unwrap());
+            offsets.push(w.append(b"x").unwrap());
             w.sync().unwrap();
             packs.slice(id, offsets[0], 1).unwrap();
         }
@@ -1163,7 +1217,7 @@ mod tests {
         // Pack 3 is replaced by another file under the same name while it is mapped.
         std::fs::remove_file(pack_path(dir.path(), 3)).unwrap();
         let mut w = PackWriter::create(dir.path(), 3, PackIo::Direct).unwrap();
-        let at = w.append(&Digest::of(b"y"), b"y").unwrap();
+        let at = w.append(b"y").unwrap();
         w.sync().unwrap();
         packs.retain(&HashSet::from([2, 3]));
         assert_eq!(packs.mapped(), [2]);

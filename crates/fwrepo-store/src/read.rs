@@ -49,6 +49,14 @@ pub struct Extent {
     pub offset: u64,
 }
 
+/// Consecutive pieces of a read that lie back to back in one pack.
+struct Run {
+    pack: u32,
+    /// Where the last piece ends in the pack.
+    end: u64,
+    first: Extent,
+}
+
 pub(crate) struct ChunkRef {
     pub id: Digest,
     pub loc: ChunkLoc,
@@ -152,13 +160,15 @@ impl Store {
         Ok(ChunkIndex { blob_len: layout.info.len, chunks: layout.chunks.iter().map(|c| (c.id, c.loc.len)).collect() })
     }
 
-    /// Bytes `range` of `blob`, as slices of the mapped packs in order.
+    /// Bytes `range` of `blob`, as slices of the mapped packs in order (one per run of a pack,
+    /// as [`Store::read_extents`] gives them).
     pub fn read_range(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Bytes>> {
         Ok(self.read_extents(blob, range)?.into_iter().map(|e| e.bytes).collect())
     }
 
-    /// Bytes `range` of `blob` as extents of the pack files, in order: one per chunk the range
-    /// touches, each verified like [`Store::read_range`]'s slices.
+    /// Bytes `range` of `blob` as extents of the pack files, in order, each chunk in them
+    /// verified like [`Store::read_range`]'s slices. Chunks that lie back to back in one pack
+    /// share an extent, so a range of a blob ingested in one go is one extent per pack.
     pub fn read_extents(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Extent>> {
         match self.read_extents_once(blob, range.clone()) {
             // Garbage collection moved the blob's chunks after the layout was cached: reload,
@@ -192,13 +202,44 @@ impl Store {
         let first = layout.chunks.partition_point(|c| c.start + u64::from(c.loc.len) <= range.start);
         let last = layout.chunks.partition_point(|c| c.start < range.end);
         let mut out = Vec::with_capacity(last.saturating_sub(first));
+        // The run of the pack file being built: consecutive chunks that lie back to back in
+        // one pack (a blob's chunks, appended in order) are one extent.
+        let mut run: Option<Run> = None;
         for c in &layout.chunks[first..last] {
             let (bytes, file) = self.chunk_bytes(c)?;
             let from = range.start.saturating_sub(c.start) as usize;
             let to = ((range.end - c.start) as usize).min(bytes.len());
-            out.push(Extent { bytes: bytes.slice(from..to), file, offset: c.loc.offset + from as u64 });
+            let offset = c.loc.offset + from as u64;
+            let len = (to - from) as u64;
+            if let Some(r) = &mut run
+                && r.pack == c.loc.pack
+                && r.end == offset
+                && r.end + len - r.first.offset <= u64::from(u32::MAX)
+            {
+                r.end += len;
+                continue;
+            }
+            if let Some(r) = run.take() {
+                out.push(self.run_extent(r)?);
+            }
+            let first = Extent { bytes: bytes.slice(from..to), file, offset };
+            run = Some(Run { pack: c.loc.pack, end: offset + len, first });
+        }
+        if let Some(r) = run {
+            out.push(self.run_extent(r)?);
         }
         Ok(out)
+    }
+
+    /// The extent of a finished run: its first piece when it has one, else one slice of the
+    /// pack across all of them (each was verified by `chunk_bytes` on the way).
+    fn run_extent(&self, r: Run) -> Result<Extent> {
+        let len = r.end - r.first.offset;
+        if len == r.first.bytes.len() as u64 {
+            return Ok(r.first);
+        }
+        let (bytes, file) = self.packs.slice_with_file(r.pack, r.first.offset, len as u32)?;
+        Ok(Extent { bytes, file, offset: r.first.offset })
     }
 
     /// The whole chunk, hashed against its id the first time this layout uses it.

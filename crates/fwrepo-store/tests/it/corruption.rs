@@ -94,4 +94,7 @@ fn a_flipped_byte_is_never_handed_out_as_an_extent() {
         Err(Error::CorruptChunk { .. }) => {}
         other => panic!("extents over a corrupt chunk: {:?}", other.map(|v| v.len())),
     }
+    // Nor does a run of good chunks that goes on over it: a run is as checked as its chunks.
+    assert!(matches!(store.read_extents(&a.blob, 0..300_000), Err(Error::CorruptChunk { .. })));
+    assert!(matches!(store.read_extents(&a.blob, 140_000..300_000), Err(Error::CorruptChunk { .. })));
 }
