@@ -11,7 +11,7 @@ mod demo;
 mod interop;
 mod setup;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -113,8 +113,13 @@ fn run() -> Result<()> {
     }
 }
 
+/// The workspace root. `cargo run` names the manifest dir of this run; the path compiled in is
+/// only the fallback, because a target dir shared by several clones (CI keeps one outside the
+/// clone) may hold an xtask built from another clone, which may be gone.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("xtask lives at tools/xtask").to_owned()
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.ancestors().nth(2).expect("xtask lives at tools/xtask").to_owned()
 }
 
 /// Where cargo builds: `CARGO_TARGET_DIR`, or `target/` in the workspace.
