@@ -13,8 +13,8 @@
 //! * the request goes through the same service code as hyper's ([`crate::service::handle`]):
 //!   same routes, gate, audit record and metrics. The response head is written by
 //!   [`write_head`], then the body: byte parts with one `sendmsg` (the head goes in the same
-//!   call, flagged `MSG_MORE` when pack extents follow so head and data share a segment),
-//!   extents with `sendfile`. The extents are those the store verified when it handed out the
+//!   call), extents with `sendfile` (one per run of a pack: a range of a blob stored in one go
+//!   is one call). The extents are those the store verified when it handed out the
 //!   same bytes as slices ([`fwrepo_store::Store::read_extents`]), so "no wrong bytes are ever
 //!   served" holds here as on the mapping path.
 //! * the socket is non-blocking and every wait is on tokio's readiness (`readable`,
@@ -367,8 +367,7 @@ async fn send(stream: &TcpStream, head: &[u8], body: &mut Body, idle: Duration) 
         let run = parts[i..].iter().take_while(|p| matches!(p, Part::Bytes(_))).count();
         let j = i + run;
         if !head.is_empty() || run > 0 {
-            let more = j < parts.len();
-            let n = send_bytes(stream, head, &parts[i..j], more, idle).await?;
+            let n = send_bytes(stream, head, &parts[i..j], idle).await?;
             body.sent(n);
             head = &[];
         }
@@ -387,11 +386,12 @@ async fn writable(stream: &TcpStream, idle: Duration) -> io::Result<()> {
 }
 
 /// Writes `head` and then `parts` (all `Part::Bytes`) in full; returns the body bytes written.
-/// `more`: further body bytes follow, so the kernel may hold a short tail for them.
-async fn send_bytes(stream: &TcpStream, head: &[u8], parts: &[Part], more: bool, idle: Duration) -> io::Result<u64> {
+/// No `MSG_MORE` when extents follow: holding the head back for the file's bytes cost more
+/// kernel time per response than the segment it saves (docs/BENCHMARKS.md, 2026-12-03).
+async fn send_bytes(stream: &TcpStream, head: &[u8], parts: &[Part], idle: Duration) -> io::Result<u64> {
     let total = head.len() + parts.iter().map(|p| p.bytes().len()).sum::<usize>();
     let mut done = 0usize;
-    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let flags = libc::MSG_NOSIGNAL;
     while done < total {
         // The slices still to go, from `done` on, at most MAX_IOVECS of them.
         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];

@@ -115,9 +115,17 @@ impl PackMap {
     /// the pack's committed length) are never modified or truncated while any map of the file is
     /// alive. Only the store writes pack files, and it only appends and truncates uncommitted
     /// tails, so the invariant holds for every file under `packs/`.
+    ///
+    /// The map asks for huge pages (`MADV_HUGEPAGE`): a fault then reads the pack into the page
+    /// cache in 2 MiB folios instead of 4 KiB pages, whatever order chunks are first read in.
+    /// `sendfile` of those bytes later looks up one folio per 2 MiB instead of one per page
+    /// (docs/BENCHMARKS.md). A kernel without transparent huge pages refuses the advice, which
+    /// changes nothing but that.
     unsafe fn new(file: &File) -> std::io::Result<PackMap> {
         // SAFETY: see the contract above.
-        unsafe { Mmap::map(file) }.map(PackMap)
+        let map = unsafe { Mmap::map(file) }?;
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(PackMap(map))
     }
 }
 
