@@ -219,15 +219,9 @@ mod format_1_tests {
 
     /// Random bytes: no chunk of one blob recurs in another.
     fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut out = vec![0u8; len];
+        fwrepo_synth::Rng::new(seed).fill(&mut out);
+        out
     }
 
     fn new_store(data: &Path) -> Store {
