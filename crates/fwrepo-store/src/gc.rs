@@ -151,15 +151,18 @@ impl Store {
         if let Some(mut a) = w.active.take() {
             a.sync()?;
         }
+        // Moved in pack order, so chunks that were one run of the old pack (a blob's chunks,
+        // appended in order) are one run of the new one.
+        for pack in &rewrite {
+            if let Some(live) = live_by_pack.get_mut(pack) {
+                live.sort_by_key(|(_, l)| l.offset);
+            }
+        }
         let mut txn = Txn::default();
         let mut moved = Vec::new();
         let copied: Result<()> = (|| {
             for pack in &rewrite {
-                // In pack order, so chunks that were one run of the old pack (a blob's chunks,
-                // appended in order) are one run of the new one.
-                let mut live = live_by_pack[pack].clone();
-                live.sort_by_key(|(_, l)| l.offset);
-                for (chunk, loc) in &live {
+                for (chunk, loc) in &live_by_pack[pack] {
                     let bytes = self.packs.slice(loc.pack, loc.offset, loc.len)?;
                     if Digest::of(&bytes) != *chunk {
                         return Err(Error::CorruptChunk { chunk: *chunk, pack: loc.pack, offset: loc.offset });

@@ -574,8 +574,13 @@ fn spawn_writeback(files: &Arc<Files>) -> Option<Sender<(u64, u64)>> {
 pub fn cut_tail(dir: &Path, pack: u32, len: u64) -> Result<()> {
     let path = pack_path(dir, pack);
     let file = std::fs::OpenOptions::new().write(true).open(&path).at(&path)?;
-    file.set_len(len).at(&path)?;
-    file.sync_all().at(&path)
+    cut_durably(&file, &path, len)
+}
+
+/// Shortens `file` (at `path`) to `len` bytes and makes the new length durable.
+fn cut_durably(file: &File, path: &Path, len: u64) -> Result<()> {
+    file.set_len(len).at(path)?;
+    file.sync_all().at(path)
 }
 
 impl PackWriter {
@@ -731,8 +736,7 @@ impl PackWriter {
                 d.failed = false;
             }
         }
-        self.files.buffered.set_len(len).at(&self.files.path)?;
-        self.files.buffered.sync_all().at(&self.files.path)?;
+        cut_durably(&self.files.buffered, &self.files.path, len)?;
         self.len = len;
         Ok(())
     }
