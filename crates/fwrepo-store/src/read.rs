@@ -68,6 +68,10 @@ pub(crate) struct ChunkRef {
 pub(crate) struct Layout {
     pub info: BlobInfo,
     pub chunks: Vec<ChunkRef>,
+    /// Where each chunk ends within the blob (`chunks[i].start + chunks[i].loc.len`), on its
+    /// own: a range's first chunk is found by a binary search over 8-byte entries, a few cache
+    /// lines, instead of over the 64-byte `ChunkRef`s, one line per probe.
+    pub ends: Vec<u64>,
 }
 
 pub(crate) struct LayoutCache(Mutex<HashMap<Digest, Arc<Layout>>>);
@@ -198,14 +202,14 @@ impl Store {
         if range.start == range.end {
             return Ok(Vec::new());
         }
-        // The chunk holding `range.start`, and the one after the chunk holding the last byte.
-        let first = layout.chunks.partition_point(|c| c.start + u64::from(c.loc.len) <= range.start);
-        let last = layout.chunks.partition_point(|c| c.start < range.end);
-        let mut out = Vec::with_capacity(last.saturating_sub(first));
+        // The chunk holding `range.start`; the range goes on through the chunks that start
+        // before its end (a few: ranges are short next to a blob).
+        let first = layout.ends.partition_point(|&end| end <= range.start);
+        let mut out = Vec::new();
         // The run of the pack file being built: consecutive chunks that lie back to back in
         // one pack (a blob's chunks, appended in order) are one extent.
         let mut run: Option<Run> = None;
-        for c in &layout.chunks[first..last] {
+        for c in layout.chunks[first..].iter().take_while(|c| c.start < range.end) {
             let (bytes, file) = self.chunk_bytes(c)?;
             let from = range.start.saturating_sub(c.start) as usize;
             let to = ((range.end - c.start) as usize).min(bytes.len());
@@ -271,6 +275,7 @@ impl Store {
         let keys: Vec<_> = record.chunks.iter().map(|(id, _)| (cf, id.as_bytes().to_vec())).collect();
         let values = self.db.rocks().multi_get_cf(keys);
         let mut chunks = Vec::with_capacity(record.chunks.len());
+        let mut ends = Vec::with_capacity(record.chunks.len());
         let mut start = 0u64;
         for ((id, len), value) in record.chunks.iter().zip(values) {
             let value = value.map_err(|e| self.db.err(e))?;
@@ -284,6 +289,7 @@ impl Store {
             }
             chunks.push(ChunkRef { id: *id, loc, start, verified: AtomicBool::new(false) });
             start += u64::from(*len);
+            ends.push(start);
         }
         let info = BlobInfo {
             blob: *blob,
@@ -292,7 +298,7 @@ impl Store {
             chunk_index: record.chunk_index,
             chunks: chunks.len(),
         };
-        let layout = Arc::new(Layout { info, chunks });
+        let layout = Arc::new(Layout { info, chunks, ends });
         self.layouts.put(layout.clone());
         Ok(layout)
     }
