@@ -19,8 +19,9 @@
 //! since the lowest of five noisy samples is lower than what that configuration does.
 //!
 //! For every load and server: requests/s, GB/s, server CPU time per request and per MB (utime +
-//! stime from `/proc/<pid>/stat` of fwrepo or of nginx's worker, before and after the load), and
-//! the share of its core wrk used (near 100%: wrk, not the server, was the limit). CPU per
+//! stime from `/proc/<pid>/stat` of fwrepo or of nginx's worker, before and after the load),
+//! how core 0 spent it per request (user mode, kernel, softirq: its line of `/proc/stat`; only
+//! the servers run there), and the share of its core wrk used (near 100%: wrk, not the server, was the limit). CPU per
 //! request is what to compare on a shared machine; throughput swings with the other load on it.
 //! The last line is the worst CPU-per-request ratio (nginx ÷ fwrepo; ≥ 1.0 means fwrepo spends
 //! no more than nginx) and the worst throughput ratio (fwrepo ÷ nginx).
@@ -188,8 +189,46 @@ struct Sample {
     bytes: f64,
     secs: f64,
     server_cpu_s: f64,
+    /// Core 0's time in user mode, in the kernel and in softirqs over the run, from
+    /// `/proc/stat` (only the servers run there): where the server's CPU went.
+    core0: Core0,
     wrk_cpu_s: f64,
     socket_errors: u64,
+}
+
+/// Seconds one core spent in user mode (user + nice), in the kernel (system + irq) and in
+/// softirqs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Core0 {
+    user: f64,
+    system: f64,
+    softirq: f64,
+}
+
+impl Core0 {
+    /// Core 0's counters now.
+    fn read(hz: f64) -> Result<Core0> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        Core0::parse(&stat, hz)
+    }
+
+    /// The `cpu0` line of `/proc/stat`: user nice system idle iowait irq softirq …, in ticks.
+    fn parse(stat: &str, hz: f64) -> Result<Core0> {
+        let line = stat.lines().find(|l| l.starts_with("cpu0 ")).context("no cpu0 line in /proc/stat")?;
+        let f: Vec<f64> = line.split_whitespace().skip(1).map(|v| v.parse::<f64>()).collect::<Result<_, _>>()?;
+        if f.len() < 7 {
+            bail!("short cpu0 line in /proc/stat: {line:?}");
+        }
+        Ok(Core0 { user: (f[0] + f[1]) / hz, system: (f[2] + f[5]) / hz, softirq: f[6] / hz })
+    }
+
+    fn since(&self, before: &Core0) -> Core0 {
+        Core0 {
+            user: self.user - before.user,
+            system: self.system - before.system,
+            softirq: self.softirq - before.softirq,
+        }
+    }
 }
 
 impl Sample {
@@ -204,6 +243,11 @@ impl Sample {
     }
     fn cpu_us_per_mb(&self) -> f64 {
         self.server_cpu_s * 1e6 / (self.bytes / 1e6)
+    }
+    /// Core 0's user, kernel and softirq time per request, µs.
+    fn core0_us_per_req(&self) -> (f64, f64, f64) {
+        let per = |x: f64| x * 1e6 / self.requests;
+        (per(self.core0.user), per(self.core0.system), per(self.core0.softirq))
     }
     fn server_core(&self) -> f64 {
         self.server_cpu_s / self.secs
@@ -233,6 +277,7 @@ fn parse_size(s: &str) -> Result<f64> {
 /// None: no request completed in the time (a machine this busy can starve a server for seconds).
 fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f64) -> Result<Option<Sample>> {
     let before = process_ticks(pid)?;
+    let core0_before = Core0::read(hz)?;
     let t = Instant::now();
     let out = run_capture(
         Command::new("sh")
@@ -248,6 +293,7 @@ fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f6
     )?;
     let wall = t.elapsed().as_secs_f64();
     let after = process_ticks(pid)?;
+    let core0 = Core0::read(hz)?.since(&core0_before);
     if let Some(line) = out.lines().find(|l| l.contains("Non-2xx")) {
         bail!("errors during the run: {}\n{out}", line.trim());
     }
@@ -270,7 +316,15 @@ fn measure(url: &str, script: &Path, load: &Load, pid: u32, seconds: u32, hz: f6
     // wrk's own duration excludes its start-up; the server's CPU covers the whole wall time,
     // which differs from it by milliseconds.
     let secs = if secs > 0.0 { secs } else { wall };
-    Ok(Some(Sample { requests, bytes, secs, server_cpu_s: (after - before) as f64 / hz, wrk_cpu_s, socket_errors }))
+    Ok(Some(Sample {
+        requests,
+        bytes,
+        secs,
+        server_cpu_s: (after - before) as f64 / hz,
+        core0,
+        wrk_cpu_s,
+        socket_errors,
+    }))
 }
 
 /// [`measure`], tried again (up to three times in all) while no request completes.
@@ -550,12 +604,15 @@ fn print_row(server: &str, samples: &[Sample]) {
     let f2 = |x: f64| format!("{x:.2}");
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
     let errors: u64 = samples.iter().map(|s| s.socket_errors).sum();
+    let split = |f: fn(&(f64, f64, f64)) -> f64| median(samples.iter().map(|s| f(&s.core0_us_per_req())).collect());
+    let core0 = format!("{:.1} / {:.1} / {:.1}", split(|c| c.0), split(|c| c.1), split(|c| c.2));
     println!(
-        "  {server:<34} {:>24} {:>20} {:>22} {:>20} {:>16} {:>16}{}",
+        "  {server:<34} {:>24} {:>20} {:>22} {:>20} {:>18} {:>16} {:>16}{}",
         spread(samples, Sample::rps, k),
         spread(samples, Sample::gbps, f2),
         spread(samples, Sample::cpu_us_per_req, f1),
         spread(samples, Sample::cpu_us_per_mb, f1),
+        core0,
         spread(samples, Sample::server_core, pct),
         spread(samples, Sample::wrk_core, pct),
         if errors > 0 { format!("  socket errors {errors}") } else { String::new() },
@@ -723,9 +780,17 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
         options.runs,
     );
     println!(
-        "  {:<34} {:>24} {:>20} {:>22} {:>20} {:>16} {:>16}",
-        "server", "req/s", "GB/s", "server µs CPU/req", "server µs CPU/MB", "server core", "wrk core"
+        "  {:<34} {:>24} {:>20} {:>22} {:>20} {:>18} {:>16} {:>16}",
+        "server",
+        "req/s",
+        "GB/s",
+        "server µs CPU/req",
+        "server µs CPU/MB",
+        "core 0 usr/sys/si",
+        "server core",
+        "wrk core"
     );
+    println!("  (core 0 usr/sys/si: µs per request core 0 spent in user mode, in the kernel and in softirqs)");
     let mut worst_cpu = (f64::MAX, "");
     let mut worst_thr = (f64::MAX, "");
     for (i, load) in loads.iter().enumerate() {
@@ -789,6 +854,7 @@ mod tests {
             bytes: requests * 65536.0,
             secs: 5.0,
             server_cpu_s,
+            core0: Core0::default(),
             wrk_cpu_s: 4.0,
             socket_errors: 0,
         };
@@ -796,6 +862,18 @@ mod tests {
         let samples = [sample(50_000.0, 1.0), sample(150_000.0, 4.5), sample(100_000.0, 4.0)];
         assert_eq!(choose(&samples), (0, 1));
         assert_eq!(choose(&samples[1..]), (0, 0), "one configuration can win both");
+    }
+
+    #[test]
+    fn core_0_is_read_from_its_own_line_of_proc_stat() {
+        let stat =
+            "cpu  900 10 500 9000 5 0 70 0 0 0\ncpu0 400 100 250 4500 2 3 40 0 0 0\ncpu1 500 0 250 4500 3 0 30 0 0 0\n";
+        let c = Core0::parse(stat, 100.0).unwrap();
+        assert_eq!((c.user, c.system, c.softirq), (5.0, 2.53, 0.4));
+        let later = Core0::parse(&stat.replace("cpu0 400", "cpu0 600"), 100.0).unwrap();
+        assert_eq!(later.since(&c).user, 2.0);
+        assert!(Core0::parse("cpu  1 2 3\ncpu1 1 2 3 4 5 6 7\n", 100.0).is_err(), "no cpu0 line");
+        assert!(Core0::parse("cpu0 1 2 3\n", 100.0).is_err(), "short line");
     }
 
     #[test]
