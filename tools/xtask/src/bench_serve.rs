@@ -21,8 +21,9 @@
 //! For every load and server: requests/s, GB/s, server CPU time per request and per MB (utime +
 //! stime from `/proc/<pid>/stat` of fwrepo or of nginx's worker, before and after the load),
 //! how core 0 spent it per request (user mode, kernel, softirq: its line of `/proc/stat`; only
-//! the servers run there), and the share of its core wrk used (near 100%: wrk, not the server, was the limit). CPU per
-//! request is what to compare on a shared machine; throughput swings with the other load on it.
+//! the servers run there), and the share of its core wrk used (near 100%: wrk, not the server,
+//! was the limit). CPU per request is what to compare on a shared machine; throughput swings
+//! with the other load on it.
 //! The last line is the worst CPU-per-request ratio (nginx ÷ fwrepo; ≥ 1.0 means fwrepo spends
 //! no more than nginx) and the worst throughput ratio (fwrepo ÷ nginx).
 
@@ -712,7 +713,7 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
         let mut row = Vec::new();
         for (i, load) in loads.iter().enumerate() {
             let s = target.measure(i, load, options, hz)?;
-            report("choosing", &format!("nginx {variant}"), load, &s);
+            report("choosing", &target.name, load, &s);
             row.push(s);
         }
         chosen_round.push(row);
@@ -740,7 +741,8 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
          take turns",
         options.runs, options.seconds
     );
-    // fwrepo[load], nginx_cpu[load], nginx_thr[load]: one sample per measuring round.
+    // fwrepo[load], nginx_cpu[load], nginx_thr[load]: one sample per measuring round
+    // (nginx_thr stays empty for a load whose two picks are one configuration).
     let mut fwrepo: Vec<Vec<Sample>> = vec![Vec::new(); loads.len()];
     let mut nginx_cpu: Vec<Vec<Sample>> = vec![Vec::new(); loads.len()];
     let mut nginx_thr: Vec<Vec<Sample>> = vec![Vec::new(); loads.len()];
@@ -767,10 +769,6 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
                     _ => nginx_thr[i].push(s),
                 }
             }
-            if c == t {
-                let s = *nginx_cpu[i].last().expect("just measured");
-                nginx_thr[i].push(s);
-            }
         }
     }
 
@@ -796,21 +794,22 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
     for (i, load) in loads.iter().enumerate() {
         println!("{} ({} connections)", load.name, load.connections);
         let (c, t) = picks[i];
+        let thr_samples = if c == t { &nginx_cpu[i] } else { &nginx_thr[i] };
         let med = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f).collect());
         print_row("fwrepo", &fwrepo[i]);
         if c == t {
             print_row(&format!("nginx [{}] (best CPU and req/s)", NGINX_VARIANTS[c].0), &nginx_cpu[i]);
         } else {
             print_row(&format!("nginx [{}] (best CPU)", NGINX_VARIANTS[c].0), &nginx_cpu[i]);
-            print_row(&format!("nginx [{}] (best req/s)", NGINX_VARIANTS[t].0), &nginx_thr[i]);
+            print_row(&format!("nginx [{}] (best req/s)", NGINX_VARIANTS[t].0), thr_samples);
         }
         for (v, (variant, _)) in NGINX_VARIANTS.iter().enumerate() {
             print_row(&format!("  choosing: nginx [{variant}]"), std::slice::from_ref(&chosen_round[v][i]));
         }
         let cpu_ratio = med(&nginx_cpu[i], Sample::cpu_us_per_req) / med(&fwrepo[i], Sample::cpu_us_per_req);
-        let thr_ratio = med(&fwrepo[i], Sample::rps) / med(&nginx_thr[i], Sample::rps);
+        let thr_ratio = med(&fwrepo[i], Sample::rps) / med(thr_samples, Sample::rps);
         let bound = |s: &[Sample]| med(s, Sample::wrk_core) >= WRK_BOUND;
-        let note = match (bound(&fwrepo[i]), bound(&nginx_thr[i])) {
+        let note = match (bound(&fwrepo[i]), bound(thr_samples)) {
             (true, true) => "  (wrk was the limit for both: throughput says little)",
             (true, false) => "  (wrk was the limit for fwrepo)",
             (false, true) => "  (wrk was the limit for nginx)",
