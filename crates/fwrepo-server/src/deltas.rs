@@ -43,15 +43,15 @@ use fwrepo_chunk::delta::{
 };
 use fwrepo_entitle::{Claims, Scope};
 use fwrepo_store::{ChunkId, Digest, Store};
-use http::request::Parts;
 use http::{HeaderValue, Response, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::bounded_path;
 use crate::body::Body;
 use crate::config::DeltaConfig;
 use crate::error::ApiError;
-use crate::service::{Ctx, audit_record, authenticate, authorize, not_held, read_json_limited};
+use crate::service::{
+    Ctx, RequestHead, audit_record, authenticate, authorize, blob_audit_path, not_held, read_json_limited,
+};
 use crate::state::ServerState;
 
 /// The reply's media type.
@@ -379,7 +379,7 @@ struct Span {
 /// The handler.
 pub(crate) async fn handle<B>(
     state: &Arc<ServerState>,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     body: B,
     id: &str,
     path: &str,
@@ -389,13 +389,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let claims = authenticate(state, &parts.headers)?;
+    let claims = authenticate(state, &parts.fields)?;
     let blob = id.parse::<Digest>().ok();
-    let audit_path = match blob {
-        Some(b) => format!("/v1/blobs/{}/deltas", b.to_hex()),
-        None => bounded_path(path),
-    };
-    ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
+    ctx.audit = Some(audit_record(ctx.client, &claims, blob, blob_audit_path(blob, "/deltas", path)));
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
         return Err(not_held(state));

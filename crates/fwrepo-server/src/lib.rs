@@ -48,12 +48,13 @@ mod limit;
 pub mod metrics;
 mod mirror;
 pub mod range;
+mod scan;
 mod server;
 mod service;
 mod state;
 mod tls;
 
-pub use audit::{AuditLog, AuditRecord};
+pub use audit::{AuditLog, AuditPath, AuditRecord};
 pub use body::Body;
 pub use config::{DeltaConfig, ON_DEMAND_LEVEL, ServerConfig, TokenConfig, TokenRequire};
 pub use error::Error;

@@ -207,13 +207,14 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// `bytes a-b/len` for a non-empty `range` (written digit by digit: this is on every range
+/// `bytes a-b/len` for a non-empty `range` (numbers by `itoa`: this is on every range
 /// response, and `format!` costs more than the rest of the head).
 pub fn content_range(range: &Range<u64>, len: u64) -> String {
     let mut out = String::with_capacity(6 + 3 * 20 + 2);
     out.push_str("bytes ");
+    let mut digits = itoa::Buffer::new();
     for (n, sep) in [(range.start, "-"), (range.end - 1, "/"), (len, "")] {
-        out.extend(crate::http1::itoa_u64(n, &mut [0u8; 20]).iter().map(|&d| char::from(d)));
+        out.push_str(digits.format(n));
         out.push_str(sep);
     }
     out

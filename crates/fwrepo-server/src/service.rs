@@ -41,12 +41,11 @@ use fwrepo_entitle::{
     AgreementId, Claims, Entitlements, IssuedToken, Issuer, Refusal, Scope, Serial, Subject, TokenRequest, UnixTime,
 };
 use fwrepo_store::Digest;
-use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditRecord, bounded_path, now_rfc3339};
+use crate::audit::{AuditPath, AuditRecord, bounded_path};
 use crate::body::Body;
 use crate::config::TokenRequire;
 use crate::error::ApiError;
@@ -64,8 +63,8 @@ pub(crate) struct Ctx {
     pub(crate) client: IpAddr,
 }
 
-/// The service function of both connection paths; `client` is the connection's peer (passed
-/// in, not put in the request's extensions, which would cost an allocation per request).
+/// The service function of hyper's connections; `client` is the connection's peer (passed in,
+/// not put in the request's extensions, which would cost an allocation per request).
 pub(crate) async fn handle<B>(
     state: Arc<ServerState>,
     req: Request<B>,
@@ -75,12 +74,113 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let head = req.method() == Method::HEAD;
-    let http1 = req.version() < Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let head = RequestHead {
+        method: &parts.method,
+        http1: parts.version < Version::HTTP_2,
+        path: parts.uri.path(),
+        fields: Fields::Map(&parts.headers),
+    };
+    Ok(respond(state, &head, body, client).await)
+}
+
+/// What the handlers read of a request head. Hyper's requests carry a header map; the plain
+/// HTTP/1.1 loop (`crate::http1`) passes the fields where they stand in the bytes it read, so
+/// a download there builds no map and copies no field.
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    /// HTTP/1.x (a 408 must close the connection).
+    pub(crate) http1: bool,
+    /// The request target's path, without the query.
+    pub(crate) path: &'a str,
+    pub(crate) fields: Fields<'a>,
+}
+
+/// A request's header fields.
+pub(crate) enum Fields<'a> {
+    Map(&'a HeaderMap),
+    /// `(name, value)` offsets into `head`, in the order the fields came; names and values
+    /// as `httparse` checked them, which are the bytes `http`'s names and values accept.
+    Raw {
+        head: &'a [u8],
+        fields: &'a [RawField],
+    },
+}
+
+/// Where one field's name and value are in a raw head: `(start, len)` each.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RawField {
+    pub(crate) name: (u32, u32),
+    pub(crate) value: (u32, u32),
+}
+
+impl Fields<'_> {
+    /// The value of the first field named `name`.
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        match self {
+            Fields::Map(m) => m.get(name).map(HeaderValue::as_bytes),
+            Fields::Raw { head, fields } => {
+                let want = name.as_str().as_bytes();
+                fields.iter().find(|f| span(head, f.name).eq_ignore_ascii_case(want)).map(|f| span(head, f.value))
+            }
+        }
+    }
+
+    /// The value of the first field named `name`, if it is visible ASCII (what
+    /// `HeaderValue::to_str` accepts).
+    pub(crate) fn get_str(&self, name: &HeaderName) -> Option<&str> {
+        let v = self.get(name)?;
+        if visible_ascii(v) { std::str::from_utf8(v).ok() } else { None }
+    }
+
+    /// Whether any field is named `name`, and whether `f` holds for one of their values
+    /// (tried in order, stopping at the first that holds).
+    pub(crate) fn any(&self, name: &HeaderName, mut f: impl FnMut(&[u8]) -> bool) -> (bool, bool) {
+        let mut present = false;
+        let mut hit = |v: &[u8]| {
+            present = true;
+            f(v)
+        };
+        let found = match self {
+            Fields::Map(m) => m.get_all(name).iter().any(|v| hit(v.as_bytes())),
+            Fields::Raw { head, fields } => {
+                let want = name.as_str().as_bytes();
+                fields
+                    .iter()
+                    .filter(|f| span(head, f.name).eq_ignore_ascii_case(want))
+                    .any(|f| hit(span(head, f.value)))
+            }
+        };
+        (present, found)
+    }
+}
+
+/// Whether every byte of `v` is visible ASCII, a space or a tab (what `HeaderValue::to_str`
+/// accepts).
+pub(crate) fn visible_ascii(v: &[u8]) -> bool {
+    !crate::scan::any_byte(v, |b| ((b < 0x20) & (b != b'\t')) | (b >= 0x7f))
+}
+
+fn span(head: &[u8], (at, len): (u32, u32)) -> &[u8] {
+    &head[at as usize..(at + len) as usize]
+}
+
+/// Routes and answers one request: metrics, the audit record, the response.
+pub(crate) async fn respond<B>(
+    state: Arc<ServerState>,
+    req: &RequestHead<'_>,
+    body: B,
+    client: IpAddr,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let head = *req.method == Method::HEAD;
     let mut ctx = Ctx { audit: None, client };
-    let (route, result) = route(&state, req, &mut ctx).await;
+    let (route, result) = route(&state, req, body, &mut ctx).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response(head));
-    if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
+    if req.http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
         // The rest of the body would be the next request's bytes: never read it.
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -96,58 +196,54 @@ where
             state.audit(&record);
         }
     }
-    Ok(resp.map(|b| b.tracked(Arc::clone(&state))))
+    resp.map(|b| b.tracked(Arc::clone(&state)))
 }
 
-async fn route<B>(state: &Arc<ServerState>, req: Request<B>, ctx: &mut Ctx) -> (Route, Result<Response<Body>, ApiError>)
+async fn route<B>(
+    state: &Arc<ServerState>,
+    parts: &RequestHead<'_>,
+    body: B,
+    ctx: &mut Ctx,
+) -> (Route, Result<Response<Body>, ApiError>)
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, body) = req.into_parts();
-    // Borrowed from the request's own URI: no copy of the path per request.
-    let path = parts.uri.path();
-    let get_head = parts.method == Method::GET || parts.method == Method::HEAD;
-    let head = parts.method == Method::HEAD;
+    // Borrowed from the request: no copy of the path per request.
+    let path = parts.path;
+    let get_head = *parts.method == Method::GET || *parts.method == Method::HEAD;
+    let head = *parts.method == Method::HEAD;
 
     if let Some(rest) = path.strip_prefix("/v1/blobs/") {
         if let Some(id) = rest.strip_suffix("/deltas") {
-            if parts.method != Method::POST {
+            if *parts.method != Method::POST {
                 return (Route::Deltas, Err(ApiError::MethodNotAllowed("POST")));
             }
-            return (Route::Deltas, crate::deltas::handle(state, &parts, body, id, path, ctx).await);
+            return (Route::Deltas, crate::deltas::handle(state, parts, body, id, path, ctx).await);
         }
         if !get_head {
             return (Route::Blobs, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
         if let Some(id) = rest.strip_suffix("/chunks") {
-            return (Route::Chunks, chunks(state, &parts, id, path, ctx));
+            return (Route::Chunks, chunks(state, parts, id, path, ctx));
         }
         let blob = rest.parse::<Digest>().ok();
-        let audit_path = || match blob {
-            Some(b) => {
-                let mut p = String::with_capacity(10 + 64);
-                p.push_str("/v1/blobs/");
-                b.push_hex(&mut p);
-                p
-            }
-            None => bounded_path(path),
-        };
-        return (Route::Blobs, download(state, &parts, blob, audit_path, ctx));
+        let audit_path = || blob_audit_path(blob, "", path);
+        return (Route::Blobs, download(state, parts, blob, audit_path, ctx));
     }
     if let Some(rest) = path.strip_prefix("/targets/") {
         if !get_head {
             return (Route::Targets, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
         let r = (|| {
-            let claims = authenticate(state, &parts.headers)?;
+            let claims = authenticate(state, &parts.fields)?;
             let name = decode(rest);
             let blob = match &name {
                 Some(name) => state.resolve_target(name)?,
                 None => None,
             };
-            let audit_path = || bounded_path(&format!("/targets/{}", name.as_deref().unwrap_or(rest)));
-            gated_download(state, &parts, claims, blob, audit_path, ctx)
+            let audit_path = || AuditPath::Text(bounded_path(&format!("/targets/{}", name.as_deref().unwrap_or(rest))));
+            gated_download(state, parts, claims, blob, audit_path, ctx)
         })();
         return (Route::Targets, r);
     }
@@ -155,14 +251,14 @@ where
         if !get_head {
             return (Route::Metadata, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
-        return (Route::Metadata, metadata(state, &parts.headers, name, head));
+        return (Route::Metadata, metadata(state, &parts.fields, name, head));
     }
     if let Some(rest) = path.strip_prefix("/v1/catalog/") {
         if rest == "plan" {
-            if parts.method != Method::POST {
+            if *parts.method != Method::POST {
                 return (Route::CatalogPlan, Err(ApiError::MethodNotAllowed("POST")));
             }
-            return (Route::CatalogPlan, plan(state, &parts, body).await);
+            return (Route::CatalogPlan, plan(state, parts, body).await);
         }
         if !get_head {
             return (Route::Other, Err(ApiError::MethodNotAllowed(GET_HEAD)));
@@ -180,10 +276,10 @@ where
     }
     match path {
         "/v1/tokens" => {
-            if parts.method != Method::POST {
+            if *parts.method != Method::POST {
                 return (Route::Tokens, Err(ApiError::MethodNotAllowed("POST")));
             }
-            (Route::Tokens, tokens(state, &parts, body, ctx.client).await)
+            (Route::Tokens, tokens(state, parts, body, ctx.client).await)
         }
         "/healthz" | "/readyz" | "/metrics" => {
             let route = match path {
@@ -231,9 +327,9 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// Steps 0 and 1 of the gate: fresh revocation data, then the bearer token's claims.
-pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
+pub(crate) fn authenticate(state: &ServerState, fields: &Fields<'_>) -> Result<Arc<Claims>, ApiError> {
     state.require_fresh_revocations()?;
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+    let token = fields.get_str(&header::AUTHORIZATION).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
@@ -288,18 +384,13 @@ pub(crate) fn authorize(
 /// of nothing anyone can find (that would be a preimage), so no release ever names it.
 const NO_BLOB: Digest = Digest([0; 32]);
 
-/// `path` is already canonical and bounded.
-pub(crate) fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>, path: String) -> AuditRecord {
-    let mut hex = String::new();
-    if let Some(b) = blob {
-        b.push_hex(&mut hex);
-    }
+/// The record of a request past authentication (its status and bytes are set later).
+pub(crate) fn audit_record(client: IpAddr, claims: &Arc<Claims>, blob: Option<Digest>, path: AuditPath) -> AuditRecord {
     AuditRecord {
-        time: now_rfc3339(),
-        client: client.to_string(),
-        subject: claims.sub.to_string(),
-        jti: claims.jti.as_str().to_owned(),
-        blob: hex,
+        time: std::time::SystemTime::now(),
+        client,
+        claims: Some(Arc::clone(claims)),
+        blob,
         path,
         bytes: 0,
         status: 0,
@@ -307,24 +398,32 @@ pub(crate) fn audit_record(client: IpAddr, claims: &Claims, blob: Option<Digest>
     }
 }
 
+/// `/v1/blobs/<id><suffix>` for a well-formed id, else what was asked, bounded.
+pub(crate) fn blob_audit_path(blob: Option<Digest>, suffix: &'static str, asked: &str) -> AuditPath {
+    match blob {
+        Some(_) => AuditPath::Blob(suffix),
+        None => AuditPath::Text(bounded_path(asked)),
+    }
+}
+
 fn download(
     state: &ServerState,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     blob: Option<Digest>,
-    audit_path: impl FnOnce() -> String,
+    audit_path: impl FnOnce() -> AuditPath,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
-    let claims = authenticate(state, &parts.headers)?;
+    let claims = authenticate(state, &parts.fields)?;
     gated_download(state, parts, claims, blob, audit_path, ctx)
 }
 
 /// `audit_path` (canonical and bounded) is only made when an audit log is kept.
 fn gated_download(
     state: &ServerState,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     claims: Arc<Claims>,
     blob: Option<Digest>,
-    audit_path: impl FnOnce() -> String,
+    audit_path: impl FnOnce() -> AuditPath,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ApiError> {
     if state.audits() {
@@ -335,15 +434,17 @@ fn gated_download(
     serve_blob(state, parts, &blob, &facts, len)
 }
 
-fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
-    let claims = authenticate(state, &parts.headers)?;
+fn chunks(
+    state: &ServerState,
+    parts: &RequestHead<'_>,
+    id: &str,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, ApiError> {
+    let claims = authenticate(state, &parts.fields)?;
     let blob = id.parse::<Digest>().ok();
-    let audit_path = match blob {
-        Some(b) => format!("/v1/blobs/{}/chunks", b.to_hex()),
-        None => bounded_path(path),
-    };
     if state.audits() {
-        ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path));
+        ctx.audit = Some(audit_record(ctx.client, &claims, blob, blob_audit_path(blob, "/chunks", path)));
     }
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
@@ -351,10 +452,10 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
     }
     let index = state.store().chunk_index(&blob)?;
     let etag = format!("\"{}\"", index.id().to_hex());
-    let head = parts.method == Method::HEAD;
-    check_if_match(&parts.headers, &etag)?;
-    if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
-        && range::if_none_match(inm.as_bytes(), &etag)
+    let head = *parts.method == Method::HEAD;
+    check_if_match(&parts.fields, &etag)?;
+    if let Some(inm) = parts.fields.get(&header::IF_NONE_MATCH)
+        && range::if_none_match(inm, &etag)
     {
         return Ok(not_modified(HeaderValue::from_str(&etag).expect("hex"), "private"));
     }
@@ -368,26 +469,21 @@ fn chunks(state: &ServerState, parts: &Parts, id: &str, path: &str, ctx: &mut Ct
 /// The blob's bytes under the request's conditionals and `Range`.
 fn serve_blob(
     state: &ServerState,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     blob: &Digest,
     facts: &BlobFacts,
     len: u64,
 ) -> Result<Response<Body>, ApiError> {
-    let head = parts.method == Method::HEAD;
-    let h = &parts.headers;
+    let head = *parts.method == Method::HEAD;
+    let h = &parts.fields;
     // If-Match, then If-None-Match, then Range (RFC 9110 §13.2.2).
     check_if_match(h, &facts.etag)?;
-    if let Some(inm) = h.get(header::IF_NONE_MATCH)
-        && range::if_none_match(inm.as_bytes(), &facts.etag)
+    if let Some(inm) = h.get(&header::IF_NONE_MATCH)
+        && range::if_none_match(inm, &facts.etag)
     {
         return Ok(not_modified(facts.etag_header.clone(), "private"));
     }
-    let plan = range::plan(
-        h.get(header::RANGE).map(HeaderValue::as_bytes),
-        h.get(header::IF_RANGE).map(HeaderValue::as_bytes),
-        &facts.etag,
-        len,
-    );
+    let plan = range::plan(h.get(&header::RANGE), h.get(&header::IF_RANGE), &facts.etag, len);
     let store = state.store();
     // Single ranges and whole blobs are pack-file extents, which a plain HTTP/1.1 connection
     // sends with `sendfile`; everything else is bytes.
@@ -440,14 +536,10 @@ fn serve_blob(
 }
 
 /// 412 unless `If-Match` is absent, `*`, or names `etag` (strong comparison).
-fn check_if_match(headers: &HeaderMap, etag: &str) -> Result<(), ApiError> {
+fn check_if_match(fields: &Fields<'_>, etag: &str) -> Result<(), ApiError> {
     // Several If-Match fields form one list: the request may proceed if any names the tag.
-    let mut fields = headers.get_all(header::IF_MATCH).iter().peekable();
-    if fields.peek().is_none() || fields.any(|v| range::if_match(v.as_bytes(), etag)) {
-        Ok(())
-    } else {
-        Err(ApiError::PreconditionFailed)
-    }
+    let (present, hit) = fields.any(&header::IF_MATCH, |v| range::if_match(v, etag));
+    if !present || hit { Ok(()) } else { Err(ApiError::PreconditionFailed) }
 }
 
 fn not_modified(etag: HeaderValue, cache: &'static str) -> Response<Body> {
@@ -478,7 +570,7 @@ fn valid_metadata_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-fn metadata(state: &ServerState, headers: &HeaderMap, name: &str, head: bool) -> Result<Response<Body>, ApiError> {
+fn metadata(state: &ServerState, headers: &Fields<'_>, name: &str, head: bool) -> Result<Response<Body>, ApiError> {
     if !valid_metadata_name(name) {
         return Err(ApiError::NotFound);
     }
@@ -493,8 +585,8 @@ fn metadata(state: &ServerState, headers: &HeaderMap, name: &str, head: bool) ->
     };
     let etag = HeaderValue::from_str(&format!("\"{}\"", Digest::of(&bytes).to_hex())).expect("hex");
     check_if_match(headers, etag.to_str().expect("ascii"))?;
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH)
-        && range::if_none_match(inm.as_bytes(), etag.to_str().expect("ascii"))
+    if let Some(inm) = headers.get(&header::IF_NONE_MATCH)
+        && range::if_none_match(inm, etag.to_str().expect("ascii"))
     {
         let mut resp = not_modified(etag, "public");
         resp.headers_mut().insert(header::CACHE_CONTROL, cache);
@@ -542,7 +634,7 @@ fn catalog_release(state: &ServerState, raw: &str, head: bool) -> Result<Respons
 /// Reads a JSON request body of at most `state.max_json_body` bytes, all of it within
 /// `state.body_read_timeout` (a client trickling a byte at a time would otherwise hold its
 /// connection slot for as long as it likes).
-async fn read_json<B, T>(state: &ServerState, parts: &Parts, body: B) -> Result<T, ApiError>
+async fn read_json<B, T>(state: &ServerState, parts: &RequestHead<'_>, body: B) -> Result<T, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -554,7 +646,7 @@ where
 /// [`read_json`] with a limit of `max` bytes instead of `max_json_body`.
 pub(crate) async fn read_json_limited<B, T>(
     state: &ServerState,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     body: B,
     max: usize,
 ) -> Result<T, ApiError>
@@ -563,14 +655,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: serde::de::DeserializeOwned,
 {
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
+    if parts.fields.get(&header::CONTENT_TYPE).is_some() {
+        let ct = parts.fields.get_str(&header::CONTENT_TYPE).unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = parts.fields.get_str(&header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -589,7 +681,7 @@ where
     })
 }
 
-async fn plan<B>(state: &ServerState, parts: &Parts, body: B) -> Result<Response<Body>, ApiError>
+async fn plan<B>(state: &ServerState, parts: &RequestHead<'_>, body: B) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -632,7 +724,12 @@ struct TokenReply<'a> {
 
 const REQUIRE_BOTH: &str = "this server issues tokens for a service agreement together with a serial it covers";
 
-async fn tokens<B>(state: &ServerState, parts: &Parts, body: B, client: IpAddr) -> Result<Response<Body>, ApiError>
+async fn tokens<B>(
+    state: &ServerState,
+    parts: &RequestHead<'_>,
+    body: B,
+    client: IpAddr,
+) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -737,12 +834,11 @@ fn rate_limited(state: &ServerState, client: IpAddr, limited: RateLimited) -> Ap
     state.metrics().token_rate_limited(limited.by);
     if state.token_limits.audit_refusal(client) {
         state.audit(&AuditRecord {
-            time: now_rfc3339(),
-            client: client.to_string(),
-            subject: String::new(),
-            jti: String::new(),
-            blob: String::new(),
-            path: "/v1/tokens".to_owned(),
+            time: std::time::SystemTime::now(),
+            client,
+            claims: None,
+            blob: None,
+            path: AuditPath::Text("/v1/tokens".to_owned()),
             bytes: 0,
             status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
             reason: format!("rate limit: {}", limited.by.as_str()),
