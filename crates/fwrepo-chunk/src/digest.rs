@@ -59,23 +59,36 @@ impl FromStr for Digest {
     /// One pass, no allocation unless the input is malformed (blob ids in request paths are
     /// parsed on every request).
     fn from_str(s: &str) -> Result<Self, Error> {
-        fn nibble(c: u8) -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
+        /// Each byte's value as a hex digit; 0x80 marks a byte that is not one.
+        const NIBBLE: [u8; 256] = {
+            let mut t = [0x80u8; 256];
+            let mut c = 0;
+            while c < 10 {
+                t[b'0' as usize + c] = c as u8;
+                c += 1;
+            }
+            let mut c = 0;
+            while c < 6 {
+                t[b'a' as usize + c] = 10 + c as u8;
+                c += 1;
+            }
+            t
+        };
+        let bytes = s.as_bytes();
+        if bytes.len() == 2 * Digest::LEN {
+            // Every pair is looked up, with no branch per digit; one check at the end.
+            let mut out = [0u8; Digest::LEN];
+            let mut bad = 0u8;
+            for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+                bad |= hi | lo;
+                *o = (hi << 4) | (lo & 0x0f);
+            }
+            if bad & 0x80 == 0 {
+                return Ok(Digest(out));
             }
         }
-        let parsed = (s.len() == 2 * Digest::LEN)
-            .then(|| {
-                let mut out = [0u8; Digest::LEN];
-                for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-                    *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-                }
-                Some(Digest(out))
-            })
-            .flatten();
-        parsed.ok_or_else(|| Error::MalformedId { input: s.chars().take(80).collect() })
+        Err(Error::MalformedId { input: s.chars().take(80).collect() })
     }
 }
 
@@ -127,6 +140,20 @@ mod tests {
             v[i * 9] = c;
             let bad = String::from_utf8(v).unwrap();
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
+        }
+        // Every byte value, first and last digit: only 0-9 and a-f parse, to their value.
+        for b in 0..=255u8 {
+            for at in [0, 63] {
+                let mut v = id.clone().into_bytes();
+                v[at] = b;
+                let Ok(text) = String::from_utf8(v) else { continue };
+                let want = (b as char).to_digit(16).filter(|_| !b.is_ascii_uppercase());
+                match (text.parse::<Digest>(), want) {
+                    (Ok(d), Some(n)) => assert_eq!(d.to_hex().as_bytes()[at], b, "{b:#x} at {at} ({n})"),
+                    (Err(_), None) => {}
+                    (got, _) => panic!("{b:#x} at {at}: {got:?}"),
+                }
+            }
         }
     }
 

@@ -363,10 +363,15 @@ impl Shared {
         // The file lock is taken before the buffer is emptied, so lines reach the file in the
         // order they were buffered whoever writes them.
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let lines = std::mem::take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()).lines);
-        if lines.is_empty() {
-            return Ok(());
-        }
+        let lines = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.lines.is_empty() {
+                return Ok(());
+            }
+            // The buffer left behind has room for a flush's worth of lines, so records are
+            // not appended through a buffer regrown from nothing after every flush.
+            std::mem::replace(&mut pending.lines, Vec::with_capacity(FLUSH_AT + FLUSH_AT / 4))
+        };
         self.write_lines(file, &lines)
     }
 

@@ -311,16 +311,21 @@ fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, body: &Body, is_
     out.extend_from_slice(b"\r\n");
     // Like hyper, an empty body's length goes last (hyper writes it itself for such bodies).
     let length_last = !is_head && body.is_empty();
+    let (mut has_date, mut has_length) = (false, false);
     for (name, value) in &parts.headers {
-        if length_last && name == header::CONTENT_LENGTH {
-            continue;
+        if name == header::CONTENT_LENGTH {
+            has_length = true;
+            if length_last {
+                continue;
+            }
         }
+        has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         http_date(out);
         out.extend_from_slice(b"\r\n");
@@ -331,7 +336,7 @@ fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, body: &Body, is_
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    if !is_head && !bodiless && (length_last || !parts.headers.contains_key(header::CONTENT_LENGTH)) {
+    if !is_head && !bodiless && (length_last || !has_length) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -521,11 +521,16 @@ fn serve_blob(
         }
         RangePlan::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(len)),
     };
+    debug_assert!(head || body.len() == content_length, "the body is what the head announces");
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let hm = resp.headers_mut();
     hm.insert(header::CONTENT_TYPE, content_type);
-    hm.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
+    if head {
+        // A body announces its own length (hyper and `http1` write it from the body): only a
+        // HEAD, whose body is empty, needs it set.
+        hm.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
+    }
     hm.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hm.insert(header::ETAG, facts.etag_header.clone());
     hm.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
