@@ -292,7 +292,7 @@ fn origin_path(target: &[u8]) -> Option<usize> {
     if target.first() != Some(&b'/') || target.len() >= usize::from(u16::MAX) {
         return None;
     }
-    let path = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+    let path = crate::scan::position(target, |b| b == b'?').unwrap_or(target.len());
     let outside = |b: u8| !(0x21..=0x7e).contains(&b) | (b == b'#') | (b == b'<') | (b == b'>');
     let refused = crate::scan::any_byte(&target[..path], |b| outside(b) | (b == b'`'))
         || crate::scan::any_byte(&target[path..], |b| outside(b) | (b == b'"'));
