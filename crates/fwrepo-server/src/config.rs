@@ -17,7 +17,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Seconds a client has to send a request's complete header block (slowloris guard).
     pub header_read_timeout_s: u64,
-    /// Largest request header block in bytes; larger ones are refused.
+    /// Largest request header block in bytes (8 KiB to 1 MiB); larger ones are refused.
     pub max_header_bytes: usize,
     /// Seconds without any byte read or written after which a connection is closed.
     pub idle_timeout_s: u64,
@@ -215,9 +215,10 @@ impl ServerConfig {
         {
             return bad("timeouts must be at least one second");
         }
-        // hyper refuses read buffers below 8 KiB.
-        if self.max_header_bytes < 8192 {
-            return bad("max_header_bytes must be at least 8192");
+        // hyper refuses read buffers below 8 KiB; a head of more than 1 MiB is no request
+        // (and the plain HTTP/1.1 path keeps offsets into a head as 32-bit numbers).
+        if !(8192..=1 << 20).contains(&self.max_header_bytes) {
+            return bad("max_header_bytes must be from 8192 to 1048576");
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");

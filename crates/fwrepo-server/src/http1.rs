@@ -251,7 +251,7 @@ fn parse(buf: &[u8], max_header_bytes: usize, fields: &mut [RawField; MAX_HEADER
         return Head::Theirs;
     }
     let base = buf.as_ptr() as usize;
-    // Heads are at most `max_header_bytes`, far below u32::MAX.
+    // Heads are at most `max_header_bytes`, which the config keeps at 1 MiB or less.
     let offset = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
     let target = req.path.unwrap_or("").as_bytes();
     let Some(path_len) = origin_path(target) else { return Head::Theirs };

@@ -18,6 +18,8 @@ fn unknown_keys_and_nonsense_values_are_refused() {
     assert!(err.to_string().contains("x.toml"), "{err}");
     assert!(err.to_string().contains("listen_port"), "{err}");
     assert!(ServerConfig::from_toml("x.toml", "max_header_bytes = 100").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "max_header_bytes = 1048577").is_err());
+    assert!(ServerConfig::from_toml("x.toml", "max_header_bytes = 1048576").is_ok());
     assert!(ServerConfig::from_toml("x.toml", "idle_timeout_s = 0").is_err());
     assert!(ServerConfig::from_toml("x.toml", "max_connections_per_ip = 0").is_err());
     assert!(ServerConfig::from_toml("x.toml", "request_idle_timeout_s = 0").is_err());
