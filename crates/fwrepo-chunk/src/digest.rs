@@ -32,17 +32,15 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(2 * Digest::LEN);
-        self.push_hex(&mut out);
-        out
+        String::from_utf8(self.hex_bytes().to_vec()).expect("hex digits are ASCII")
     }
 
-    /// The canonical hex of the digest appended to `out`, without a `String` of its own (the
-    /// server writes ids into paths and audit records on every request).
-    pub fn push_hex(&self, out: &mut String) {
+    /// The canonical hex of the digest as bytes, without a `String` of its own (the server
+    /// writes ids into audit records on every request).
+    pub fn hex_bytes(&self) -> [u8; 2 * Digest::LEN] {
         let mut buf = [0u8; 2 * Digest::LEN];
         hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 in hex");
-        out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
+        buf
     }
 }
 
@@ -158,12 +156,11 @@ mod tests {
     }
 
     #[test]
-    fn push_hex_appends_the_same_hex_as_to_hex() {
+    fn hex_bytes_are_the_same_hex_as_to_hex() {
         let d = Digest(std::array::from_fn(|i| [0x00, 0x9f, 0xa0, 0xff][i % 4]));
-        let mut out = String::from("/v1/blobs/");
-        d.push_hex(&mut out);
-        assert_eq!(out, format!("/v1/blobs/{}", hex::encode(d.0)));
-        assert!(out.ends_with("009fa0ff"));
+        assert_eq!(&d.hex_bytes()[..], hex::encode(d.0).as_bytes());
+        assert_eq!(d.to_hex(), hex::encode(d.0));
+        assert!(d.to_hex().ends_with("009fa0ff"));
     }
 
     #[test]

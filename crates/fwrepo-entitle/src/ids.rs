@@ -268,13 +268,21 @@ impl FromStr for Subject {
     }
 }
 
+impl Subject {
+    /// The kind (`serial`, `agreement`, `partner`) and the id, the two halves of `kind:id`.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Subject::Serial(id) => ("serial", id.as_str()),
+            Subject::Agreement(id) => ("agreement", id.as_str()),
+            Subject::Partner(id) => ("partner", id.as_str()),
+        }
+    }
+}
+
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Subject::Serial(id) => write!(f, "serial:{id}"),
-            Subject::Agreement(id) => write!(f, "agreement:{id}"),
-            Subject::Partner(id) => write!(f, "partner:{id}"),
-        }
+        let (kind, id) = self.parts();
+        write!(f, "{kind}:{id}")
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fwrepo_entitle::{Claims, Subject};
+use fwrepo_entitle::Claims;
 use fwrepo_store::Digest;
 
 use crate::error::Error;
@@ -145,14 +145,6 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Appends `d` as lowercase hex.
-fn push_hex(out: &mut Vec<u8>, d: &Digest) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &b in d.as_bytes() {
-        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
-    }
-}
-
 /// Appends `record` to `out` as one JSON object, the same bytes `serde_json` writes for its
 /// fields as text (keys in the order time, client, subject, jti, blob, path, bytes, status,
 /// reason; escapes as serde_json's), without serde's machinery per field.
@@ -163,12 +155,9 @@ fn encode(out: &mut Vec<u8>, r: &AuditRecord) {
     push_ip(out, r.client);
     out.extend_from_slice(b"\",\"subject\":\"");
     if let Some(c) = &r.claims {
-        let (kind, id) = match &c.sub {
-            Subject::Serial(id) => ("serial:", id.as_str()),
-            Subject::Agreement(id) => ("agreement:", id.as_str()),
-            Subject::Partner(id) => ("partner:", id.as_str()),
-        };
+        let (kind, id) = c.sub.parts();
         out.extend_from_slice(kind.as_bytes());
+        out.push(b':');
         json_chars(out, id);
     }
     out.extend_from_slice(b"\",\"jti\":\"");
@@ -177,14 +166,14 @@ fn encode(out: &mut Vec<u8>, r: &AuditRecord) {
     }
     out.extend_from_slice(b"\",\"blob\":\"");
     if let Some(b) = &r.blob {
-        push_hex(out, b);
+        out.extend_from_slice(&b.hex_bytes());
     }
     out.extend_from_slice(b"\",\"path\":\"");
     match &r.path {
         AuditPath::Blob(suffix) => {
             out.extend_from_slice(b"/v1/blobs/");
             if let Some(b) = &r.blob {
-                push_hex(out, b);
+                out.extend_from_slice(&b.hex_bytes());
             }
             json_chars(out, suffix);
         }
@@ -208,8 +197,9 @@ fn needs_escape(bytes: &[u8]) -> bool {
     crate::scan::any_byte(bytes, |b| (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
-/// The characters of `s` inside a JSON string, escaped as `serde_json` escapes it: `"`, `\\` and control characters
-/// below U+0020 (short forms where JSON has them, `\u00XX` otherwise); everything else as is.
+/// The characters of `s` inside a JSON string, escaped as `serde_json` escapes them: `"`,
+/// `\\` and control characters below U+0020 (short forms where JSON has them, `\u00XX`
+/// otherwise); everything else as is.
 fn json_chars(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Most fields need no escape at all (times, addresses, hex ids): one pass to tell.
@@ -443,6 +433,7 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fwrepo_entitle::Subject;
 
     fn claims(sub: Subject, jti: &str) -> Arc<Claims> {
         Arc::new(Claims {

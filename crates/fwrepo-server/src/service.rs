@@ -119,18 +119,14 @@ impl Fields<'_> {
     pub(crate) fn get(&self, name: &HeaderName) -> Option<&[u8]> {
         match self {
             Fields::Map(m) => m.get(name).map(HeaderValue::as_bytes),
-            Fields::Raw { head, fields } => {
-                let want = name.as_str().as_bytes();
-                fields.iter().find(|f| span(head, f.name).eq_ignore_ascii_case(want)).map(|f| span(head, f.value))
-            }
+            Fields::Raw { head, fields } => raw_values(head, fields, name).next(),
         }
     }
 
     /// The value of the first field named `name`, if it is visible ASCII (what
     /// `HeaderValue::to_str` accepts).
     pub(crate) fn get_str(&self, name: &HeaderName) -> Option<&str> {
-        let v = self.get(name)?;
-        if visible_ascii(v) { std::str::from_utf8(v).ok() } else { None }
+        self.get(name).and_then(visible_str)
     }
 
     /// Whether any field is named `name`, and whether `f` holds for one of their values
@@ -143,22 +139,23 @@ impl Fields<'_> {
         };
         let found = match self {
             Fields::Map(m) => m.get_all(name).iter().any(|v| hit(v.as_bytes())),
-            Fields::Raw { head, fields } => {
-                let want = name.as_str().as_bytes();
-                fields
-                    .iter()
-                    .filter(|f| span(head, f.name).eq_ignore_ascii_case(want))
-                    .any(|f| hit(span(head, f.value)))
-            }
+            Fields::Raw { head, fields } => raw_values(head, fields, name).any(hit),
         };
         (present, found)
     }
 }
 
-/// Whether every byte of `v` is visible ASCII, a space or a tab (what `HeaderValue::to_str`
+/// The values of the raw fields named `name`, in order.
+fn raw_values<'h>(head: &'h [u8], fields: &'h [RawField], name: &HeaderName) -> impl Iterator<Item = &'h [u8]> {
+    let want = name.as_str().as_bytes();
+    fields.iter().filter(move |f| span(head, f.name).eq_ignore_ascii_case(want)).map(move |f| span(head, f.value))
+}
+
+/// `v` as text if every byte is visible ASCII, a space or a tab (what `HeaderValue::to_str`
 /// accepts).
-pub(crate) fn visible_ascii(v: &[u8]) -> bool {
-    !crate::scan::any_byte(v, |b| ((b < 0x20) & (b != b'\t')) | (b >= 0x7f))
+fn visible_str(v: &[u8]) -> Option<&str> {
+    let refused = crate::scan::any_byte(v, |b| ((b < 0x20) & (b != b'\t')) | (b >= 0x7f));
+    if refused { None } else { std::str::from_utf8(v).ok() }
 }
 
 fn span(head: &[u8], (at, len): (u32, u32)) -> &[u8] {
@@ -660,8 +657,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: serde::de::DeserializeOwned,
 {
-    if parts.fields.get(&header::CONTENT_TYPE).is_some() {
-        let ct = parts.fields.get_str(&header::CONTENT_TYPE).unwrap_or("");
+    if let Some(ct) = parts.fields.get(&header::CONTENT_TYPE) {
+        let ct = visible_str(ct).unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::UnsupportedMediaType);
