@@ -4,7 +4,10 @@
 //! MiB (default 1024) of generated firmware-like data to a file and measures, in the same run:
 //!
 //! - ingest into a fresh store, end to end including the final fsync, with where each stage
-//!   spent its time (CPU, waiting for input, waiting for room downstream, I/O);
+//!   spent its time (CPU, waiting for input, waiting for room downstream, I/O): the median of
+//!   three runs of `Store::ingest_path` (the file read through a mapping under a read lease),
+//!   alternating with three through `read()` (the path it falls back to), which are printed
+//!   beside it but not compared;
 //! - the CPU floor, as `bench stages` computes it, over the same bytes;
 //! - the disk write rate: a sequential, fsync'd write of the same size in the same directory,
 //!   once through the page cache and once with `O_DIRECT` from an aligned buffer (where the
@@ -99,35 +102,57 @@ fn bench_in(dir: &Path, size_mib: usize) -> Result<Vec<(f64, String)>> {
     let mb = bytes as f64 / 1e6;
     println!("\n== {} ({fs}): {size_mib} MiB of generated firmware-like data", dir.display());
 
-    // Ingest first, while nothing else of this run is in the page cache.
+    // Ingest first, while nothing else of this run is in the page cache: three runs of
+    // `ingest_path` (which reads the file through a mapping when it can hold it with a read
+    // lease), each followed by one through `read()` (the path it falls back to), each into a
+    // fresh store. The median of each path is the figure; on a memory file system the first
+    // run also pays for touching memory the machine had not used yet.
     let data = work.path().join("store");
-    Store::init(&data, &InitOptions::default())?;
-    let store = Store::open(&data)?;
-    let (t, cpu0) = (Instant::now(), common::cpu_s(false));
-    let (report, profile) = store.ingest_path_profiled(&input)?;
-    let ingest_s = t.elapsed().as_secs_f64();
-    let ingest_cpu = common::cpu_s(false) - cpu0;
-    drop(store);
+    let mut runs: Vec<Run> = Vec::new();
+    for round in 1..=INGEST_RUNS {
+        for through_read in [false, true] {
+            let run = ingest_once(&data, &input, through_read)?;
+            println!(
+                "  ingest run {round} ({}) = {:.0} MB/s ({:.3} s, {:.2} s CPU)",
+                if run.profile.mapped { "mapped" } else { "read()" },
+                mb / run.secs,
+                run.secs,
+                run.cpu
+            );
+            if let Some(first) = runs.first()
+                && first.report.info != run.report.info
+            {
+                return Err("two ingests of the same file disagree".into());
+            }
+            runs.push(run);
+        }
+    }
+    let median = |mapped: bool| {
+        let mut of: Vec<&Run> = runs.iter().filter(|r| r.profile.mapped == mapped).collect();
+        of.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        of.get(of.len() / 2).copied()
+    };
+    let (main, read) = match median(true) {
+        Some(m) => (m, median(false)),
+        // The file could not be held here: every run read it with read().
+        None => (median(false).ok_or("no ingest run")?, None),
+    };
+    let (report, ingest_s, ingest_cpu) = (&main.report, main.secs, main.cpu);
     let ingest = mb / ingest_s;
     println!(
-        "ingest       = {ingest:.0} MB/s ({ingest_s:.3} s, {ingest_cpu:.2} s CPU; {} chunks, {} new bytes)",
+        "ingest       = {ingest:.0} MB/s ({ingest_s:.3} s, {ingest_cpu:.2} s CPU; median of {INGEST_RUNS}; {} chunks, {} new bytes)",
         report.chunks, report.new_bytes
     );
-    println!("  {:<10} {:>8} {:>8} {:>9} {:>9} {:>8}   (seconds)", "stage", "cpu", "wall", "wait in", "wait out", "io");
-    for s in &profile.stages {
+    print_profile(&main.profile);
+    if let Some(read) = read.filter(|_| main.profile.mapped) {
         println!(
-            "  {:<10} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>8.3}",
-            s.name,
-            s.cpu.as_secs_f64(),
-            s.wall.as_secs_f64(),
-            s.wait_in.as_secs_f64(),
-            s.wait_out.as_secs_f64(),
-            s.io.as_secs_f64()
+            "ingest read()= {:.0} MB/s ({:.3} s, {:.2} s CPU; median of {INGEST_RUNS}; the fallback path, not compared below)",
+            mb / read.secs,
+            read.secs,
+            read.cpu
         );
+        print_profile(&read.profile);
     }
-    println!("  commit (final fsync + index batch) {:.3} s", profile.commit.as_secs_f64());
-    println!("  pack writes: {}", if profile.direct_io { "O_DIRECT" } else { "buffered (page cache)" });
-    std::fs::remove_dir_all(&data)?;
 
     let file = std::fs::File::open(&input)?;
     // SAFETY: the benchmark's own temporary file; nothing modifies it while mapped.
@@ -257,6 +282,52 @@ fn run_quiet(cmd: &mut Command) -> Result<()> {
         return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
     }
     Ok(())
+}
+
+/// Ingest runs per path (mapped, `read()`).
+const INGEST_RUNS: usize = 3;
+
+/// One ingest into a fresh store.
+struct Run {
+    report: fwrepo_store::IngestReport,
+    profile: fwrepo_store::IngestProfile,
+    secs: f64,
+    cpu: f64,
+}
+
+/// Ingests `input` into a fresh store at `data` (removed again after), through
+/// `ingest_path` or through `read()`.
+fn ingest_once(data: &Path, input: &Path, through_read: bool) -> Result<Run> {
+    Store::init(data, &InitOptions::default())?;
+    let store = Store::open(data)?;
+    let (t, cpu0) = (Instant::now(), common::cpu_s(false));
+    let (report, profile) = if through_read {
+        store.ingest_reader_profiled(std::fs::File::open(input)?, "input")?
+    } else {
+        store.ingest_path_profiled(input)?
+    };
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), common::cpu_s(false) - cpu0);
+    drop(store);
+    std::fs::remove_dir_all(data)?;
+    Ok(Run { report, profile, secs, cpu })
+}
+
+fn print_profile(profile: &fwrepo_store::IngestProfile) {
+    println!("  {:<10} {:>8} {:>8} {:>9} {:>9} {:>8}   (seconds)", "stage", "cpu", "wall", "wait in", "wait out", "io");
+    for s in &profile.stages {
+        println!(
+            "  {:<10} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>8.3}",
+            s.name,
+            s.cpu.as_secs_f64(),
+            s.wall.as_secs_f64(),
+            s.wait_in.as_secs_f64(),
+            s.wait_out.as_secs_f64(),
+            s.io.as_secs_f64()
+        );
+    }
+    println!("  commit (final fsync + index batch) {:.3} s", profile.commit.as_secs_f64());
+    println!("  pack writes: {}", if profile.direct_io { "O_DIRECT" } else { "buffered (page cache)" });
+    println!("  input read: {}", if profile.mapped { "mapped, under a read lease" } else { "read()" });
 }
 
 /// CPU seconds of the waited-for children of this process.

@@ -13,8 +13,11 @@
 //! half the work each, which is what two cores need.
 //!
 //! Input is read into a small pool of large buffers that travel through the stages and come back
-//! for reuse, so memory stays at `POOL × BUFFER` whatever the blob size. The blob becomes visible
-//! only in the final index batch, written after its chunks are durable.
+//! for reuse, so memory stays at `POOL × BUFFER` whatever the blob size. A regular file that
+//! can be held still with a read lease ([`crate::held`]) is instead read through windows of
+//! `BUFFER` bytes mapped from it, which saves the copy out of the page cache; the pool's
+//! buffers then stay empty and only bound how many windows are in flight. The blob becomes
+//! visible only in the final index batch, written after its chunks are durable.
 //!
 //! Each stage keeps a [`StageTime`] (its thread's CPU time, the time it waited for input and for
 //! room downstream, the time in reads or pack writes): [`Store::ingest_path_profiled`] returns
@@ -34,6 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::chunk_index::ChunkIndex;
 use crate::error::{Error, IoContext, Result};
+use crate::held::{HeldFile, Window};
 use crate::index::{BlobRecord, CF_BLOBS, CF_CHUNKS, ChunkLoc};
 use crate::{BlobInfo, Digest, Store, Txn, Writer};
 
@@ -85,6 +89,8 @@ pub struct IngestProfile {
     /// Whether the pack this ingest ended in was written with `O_DIRECT` (else through the
     /// page cache).
     pub direct_io: bool,
+    /// Whether the input was read through mappings under a read lease (else with `read()`).
+    pub mapped: bool,
 }
 
 impl StageTime {
@@ -126,12 +132,38 @@ fn send_timed<T>(tx: &Sender<T>, v: T, waited: &mut Duration) -> bool {
     sent
 }
 
-/// A filled input buffer and the chunks cut from it. `buf[..covered]` is exactly those chunks;
-/// bytes after `covered` were carried over to the next batch.
+/// A filled input buffer (or a window of a held file) and the chunks cut from it.
+/// `buf[..covered]` is exactly those chunks; bytes after `covered` were carried over to the
+/// next batch.
 struct Batch {
-    buf: Vec<u8>,
+    buf: Span,
     covered: usize,
     lens: Vec<u32>,
+}
+
+/// Where a batch's bytes are.
+enum Span {
+    /// A pool buffer, filled by `read()`.
+    Pool(Vec<u8>),
+    /// A mapped window of a held file.
+    Mapped(Window),
+}
+
+impl std::ops::Deref for Span {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Span::Pool(v) => v,
+            Span::Mapped(w) => w,
+        }
+    }
+}
+
+/// What an ingest reads.
+enum Source<'a> {
+    Reader(&'a mut dyn Read),
+    Held(&'a HeldFile),
 }
 
 /// The reader's ends of the pipeline.
@@ -167,16 +199,27 @@ impl Store {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
             });
         }
-        let mut file = std::fs::File::open(path).at(path)?;
-        self.ingest_profiled(&mut file, &path.display().to_string())
+        let file = std::fs::File::open(path).at(path)?;
+        let name = path.display().to_string();
+        match HeldFile::hold(file) {
+            Ok(held) => self.ingest_profiled(Source::Held(&held), &name),
+            Err(mut file) => self.ingest_profiled(Source::Reader(&mut file), &name),
+        }
     }
 
     /// Ingests everything `input` yields; `name` labels read errors.
     pub fn ingest_reader(&self, mut input: impl Read, name: &str) -> Result<IngestReport> {
-        self.ingest_profiled(&mut input, name).map(|(report, _)| report)
+        self.ingest_reader_profiled(&mut input, name).map(|(report, _)| report)
     }
 
-    fn ingest_profiled(&self, input: &mut dyn Read, name: &str) -> Result<(IngestReport, IngestProfile)> {
+    /// [`Store::ingest_reader`], also returning where each stage spent its time (for
+    /// benchmarks: on a file, the `read()` path that [`Store::ingest_path`] falls back to).
+    pub fn ingest_reader_profiled(&self, mut input: impl Read, name: &str) -> Result<(IngestReport, IngestProfile)> {
+        self.ingest_profiled(Source::Reader(&mut input), name)
+    }
+
+    fn ingest_profiled(&self, input: Source<'_>, name: &str) -> Result<(IngestReport, IngestProfile)> {
+        let mapped = matches!(input, Source::Held(_));
         let mut w = self.writer("ingest")?;
         let mut txn = Txn::default();
         match self.ingest_in(&mut w, &mut txn, input, name) {
@@ -184,7 +227,7 @@ impl Store {
                 let t = Instant::now();
                 self.commit(&mut w, txn, batch)?;
                 let direct_io = w.active.as_ref().is_some_and(|a| a.is_direct());
-                Ok((report, IngestProfile { stages, commit: t.elapsed(), direct_io }))
+                Ok((report, IngestProfile { stages, commit: t.elapsed(), direct_io, mapped }))
             }
             Err(e) => {
                 w.abort(&self.packs, txn);
@@ -214,7 +257,7 @@ impl Store {
         &self,
         w: &mut Writer,
         txn: &mut Txn,
-        input: &mut dyn Read,
+        mut input: Source<'_>,
         name: &str,
     ) -> Result<(IngestReport, WriteBatch, Vec<StageTime>)> {
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(POOL);
@@ -282,7 +325,10 @@ impl Store {
                 failed: &failed,
             };
             let (mut st, t0, cpu0) = StageTime::start("read+cut");
-            let read = self.read_stage(input, name, &channels, &mut st);
+            let read = match &mut input {
+                Source::Reader(r) => self.read_stage(*r, name, &channels, &mut st),
+                Source::Held(held) => self.map_stage(held, name, &channels, &mut st),
+            };
             let read = (read, st.finish(t0, cpu0));
             drop((sha_tx, ids_tx, pool_tx));
             let sha256 = sha.join().expect("hash stage panicked");
@@ -295,6 +341,13 @@ impl Store {
         let stages = vec![read_time, sha_time, ids_time, write_time];
         let len = read?;
         let written = written?;
+        // Every stage is done with the windows: if the lease still holds, nobody opened the
+        // file for writing while they read it, so all of them saw the same bytes.
+        if let Source::Held(held) = input
+            && !held.intact()
+        {
+            return Err(changed_during_ingest(name));
+        }
 
         let index = ChunkIndex { blob_len: len, chunks: written.chunks };
         let chunk_index = index.id();
@@ -352,7 +405,7 @@ impl Store {
             next[..filled - pos].copy_from_slice(&buf[pos..filled]);
             let carried = filled - pos;
             if !lens.is_empty() {
-                let batch = Arc::new(Batch { buf, covered: pos, lens });
+                let batch = Arc::new(Batch { buf: Span::Pool(buf), covered: pos, lens });
                 if !send_timed(sha_tx, batch.clone(), &mut st.wait_out) || !send_timed(ids_tx, batch, &mut st.wait_out)
                 {
                     return Ok(total);
@@ -366,6 +419,51 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    /// Maps `held` window by window, cuts the windows into chunks and sends them down the
+    /// pipeline (a window starts where the last one's chunks ended, so nothing is carried
+    /// over); stops with an error as soon as the lease is seen broken. Returns the number of
+    /// bytes cut. The pool's (empty) buffers bound how many windows are in flight.
+    fn map_stage(&self, held: &HeldFile, name: &str, ch: &ReadChannels<'_>, st: &mut StageTime) -> Result<u64> {
+        let ReadChannels { pool_rx, pool_tx, sha_tx, ids_tx, failed } = *ch;
+        for _ in 0..POOL {
+            pool_tx.send(Vec::new()).expect("pool has room");
+        }
+        let max = self.chunker.max_size();
+        let len = held.len();
+        let mut total = 0u64;
+        while total < len {
+            // A later stage failed: stop; its error is the one reported.
+            let Some(token) = recv_timed(pool_rx, &mut st.wait_in) else { return Ok(total) };
+            if failed.load(Ordering::Relaxed) {
+                return Ok(total);
+            }
+            if !held.intact() {
+                return Err(changed_during_ingest(name));
+            }
+            let n = (len - total).min(BUFFER as u64) as usize;
+            let eof = total + n as u64 == len;
+            let t = Instant::now();
+            let window = held.window(total, n).map_err(|source| Error::Input { name: name.to_owned(), source })?;
+            st.io += t.elapsed();
+            let mut pos = 0usize;
+            let mut lens = Vec::with_capacity(n / (self.config.chunk_sizes.avg_size as usize) + 4);
+            while pos < n && (eof || n - pos >= max) {
+                let cut = self.chunker.next_len(&window[pos..]);
+                lens.push(cut as u32);
+                pos += cut;
+            }
+            total += pos as u64;
+            drop(token);
+            let batch = Arc::new(Batch { buf: Span::Mapped(window), covered: pos, lens });
+            if !send_timed(sha_tx, batch.clone(), &mut st.wait_out) || !send_timed(ids_tx, batch, &mut st.wait_out) {
+                return Ok(total);
+            }
+            #[cfg(test)]
+            tests::after_window(held);
+        }
+        Ok(total)
     }
 
     /// Deduplication against the store, and appending new chunks to packs.
@@ -415,9 +513,143 @@ impl Store {
     }
 }
 
-/// Returns a batch's buffer to the pool once the last stage holding it lets go.
+/// Returns a batch's buffer to the pool once the last stage holding it lets go (a window is
+/// unmapped, and an empty buffer stands for it in the pool).
 fn recycle(batch: Arc<Batch>, pool_tx: &Sender<Vec<u8>>) {
     if let Some(b) = Arc::into_inner(batch) {
-        let _ = pool_tx.send(b.buf);
+        let buf = match b.buf {
+            Span::Pool(v) => v,
+            Span::Mapped(_) => Vec::new(),
+        };
+        let _ = pool_tx.send(buf);
+    }
+}
+
+fn changed_during_ingest(name: &str) -> Error {
+    Error::Input {
+        name: name.to_owned(),
+        source: std::io::Error::other(
+            "the file was opened for writing or truncated while it was being ingested; nothing was stored \
+             (ingest it again once it is complete)",
+        ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::{ChunkerParams, InitOptions};
+
+    type Hook = Box<dyn FnMut(&HeldFile)>;
+
+    thread_local! {
+        /// Run by the map stage after each window it sends, on the ingesting thread.
+        static AFTER_WINDOW: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    pub(crate) fn after_window(held: &HeldFile) {
+        AFTER_WINDOW.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(held);
+            }
+        });
+    }
+
+    fn store(dir: &Path) -> Store {
+        let data = dir.join("data");
+        let params = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        Store::init(&data, &InitOptions { chunk_sizes: params, pack_max_size: 64 << 20 }).unwrap();
+        Store::open(&data).unwrap()
+    }
+
+    fn input(dir: &Path, seed: u64, len: usize) -> (PathBuf, Vec<u8>) {
+        let bytes = fwrepo_synth::firmware_image(&mut fwrepo_synth::Rng::new(seed), len);
+        let path = dir.join(format!("input-{seed}"));
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    /// Opens `path` for writing from another thread once the window numbered `after` (from 1)
+    /// has gone out, and waits for the lease to be seen broken; the thread then writes `new`
+    /// over the file's start (once the ingest lets go of the lease).
+    fn write_during_ingest(path: &Path, after: usize, new: &'static [u8]) -> std::sync::mpsc::Receiver<()> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        let mut seen = 0;
+        let mut done_tx = Some(done_tx);
+        AFTER_WINDOW.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |held: &HeldFile| {
+                seen += 1;
+                if seen != after {
+                    return;
+                }
+                let path = path.clone();
+                let done_tx = done_tx.take().expect("once");
+                std::thread::spawn(move || {
+                    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.write_all(new).unwrap();
+                    let _ = done_tx.send(());
+                });
+                crate::held::tests::wait_broken(held);
+            }));
+        });
+        done_rx
+    }
+
+    fn clear_hook() {
+        AFTER_WINDOW.with(|h| *h.borrow_mut() = None);
+    }
+
+    #[test]
+    fn a_held_file_is_read_through_windows_and_stored_as_read_would_store_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // Three windows, the last one short.
+        let (path, bytes) = input(dir.path(), 1, 2 * BUFFER + 123_457);
+        let (mapped, profile) = store.ingest_path_profiled(&path).unwrap();
+        assert!(profile.mapped, "a file nobody writes is held and mapped");
+        let other = tempfile::tempdir().unwrap();
+        let read = self::store(other.path()).ingest_reader(&bytes[..], "same bytes").unwrap();
+        assert_eq!(mapped.info, read.info, "the same blob, chunks and hashes either way");
+        assert_eq!(store.read_all(&mapped.blob).unwrap().concat(), bytes);
+        assert!(std::fs::OpenOptions::new().write(true).open(&path).is_ok(), "the lease is gone after ingest");
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_read_with_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let (path, bytes) = input(dir.path(), 2, BUFFER + 1000);
+        let _writer = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let (report, profile) = store.ingest_path_profiled(&path).unwrap();
+        assert!(!profile.mapped);
+        assert_eq!(store.read_all(&report.blob).unwrap().concat(), bytes);
+    }
+
+    #[test]
+    fn a_writer_during_ingest_fails_it_and_nothing_is_stored() {
+        // Seen between windows (after the first of three), and by the final check (the only
+        // window of a small file has already gone out when the writer comes).
+        for (seed, len, after) in [(3, 2 * BUFFER + 5000, 1), (4, 300_000, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store(dir.path());
+            let (path, bytes) = input(dir.path(), seed, len);
+            let wrote = write_during_ingest(&path, after, b"NEW BYTES");
+            let err = store.ingest_path(&path).unwrap_err();
+            clear_hook();
+            assert!(err.to_string().contains("opened for writing or truncated while it was being ingested"), "{err}");
+            wrote.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer went on once ingest let go");
+            assert!(!store.contains(&Digest::of(&bytes)).unwrap(), "the old bytes are not stored");
+            assert!(store.list_blobs().unwrap().is_empty(), "nothing is stored");
+            // Once the writer is done, the file ingests as it now is.
+            let mut now = bytes.clone();
+            now[..9].copy_from_slice(b"NEW BYTES");
+            let again = store.ingest_path(&path).unwrap();
+            assert_eq!(store.read_all(&again.blob).unwrap().concat(), now);
+        }
     }
 }

@@ -19,6 +19,7 @@ mod error;
 mod fsck;
 mod fsutil;
 mod gc;
+mod held;
 mod import;
 mod index;
 mod ingest;
