@@ -43,6 +43,9 @@ use crate::{BlobInfo, Digest, Store, Txn, Writer};
 
 const BUFFER: usize = 8 << 20;
 const POOL: usize = 4;
+/// Most mapped windows in flight. They cost no buffer memory, and twice the pool's number
+/// kept the stages waiting on each other less (docs/BENCHMARKS.md, 2026-12-06).
+const WINDOWS: usize = 8;
 
 /// What ingesting one blob did: the blob's facts plus what this ingest added to the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -260,10 +263,11 @@ impl Store {
         mut input: Source<'_>,
         name: &str,
     ) -> Result<(IngestReport, WriteBatch, Vec<StageTime>)> {
-        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(POOL);
-        let (sha_tx, sha_rx) = bounded::<Arc<Batch>>(POOL);
-        let (ids_tx, ids_rx) = bounded::<Arc<Batch>>(POOL);
-        let (write_tx, write_rx) = bounded::<(Arc<Batch>, Vec<Digest>)>(POOL);
+        // Room for every buffer or window in flight, so only the pool bounds them.
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(POOL.max(WINDOWS));
+        let (sha_tx, sha_rx) = bounded::<Arc<Batch>>(POOL.max(WINDOWS));
+        let (ids_tx, ids_rx) = bounded::<Arc<Batch>>(POOL.max(WINDOWS));
+        let (write_tx, write_rx) = bounded::<(Arc<Batch>, Vec<Digest>)>(POOL.max(WINDOWS));
 
         let failed = AtomicBool::new(false);
         let (sha256, blob_hash, written, read) = std::thread::scope(|s| {
@@ -424,10 +428,10 @@ impl Store {
     /// Maps `held` window by window, cuts the windows into chunks and sends them down the
     /// pipeline (a window starts where the last one's chunks ended, so nothing is carried
     /// over); stops with an error as soon as the lease is seen broken. Returns the number of
-    /// bytes cut. The pool's (empty) buffers bound how many windows are in flight.
+    /// bytes cut. The pool's (empty) buffers bound how many windows are in flight (`WINDOWS`).
     fn map_stage(&self, held: &HeldFile, name: &str, ch: &ReadChannels<'_>, st: &mut StageTime) -> Result<u64> {
         let ReadChannels { pool_rx, pool_tx, sha_tx, ids_tx, failed } = *ch;
-        for _ in 0..POOL {
+        for _ in 0..WINDOWS {
             pool_tx.send(Vec::new()).expect("pool has room");
         }
         let max = self.chunker.max_size();
