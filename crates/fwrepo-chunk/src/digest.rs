@@ -37,9 +37,17 @@ impl Digest {
 
     /// The canonical hex of the digest as bytes, without a `String` of its own (the server
     /// writes ids into audit records on every request).
+    /// Digits by arithmetic on all 32 high and low nibbles at once, then interleaved, which
+    /// compiles to vector code (`hex::encode_to_slice` spent 16 instructions a byte here).
     pub fn hex_bytes(&self) -> [u8; 2 * Digest::LEN] {
+        let digit = |n: u8| n + b'0' + u8::from(n > 9) * (b'a' - b'0' - 10);
+        let hi: [u8; Digest::LEN] = std::array::from_fn(|i| digit(self.0[i] >> 4));
+        let lo: [u8; Digest::LEN] = std::array::from_fn(|i| digit(self.0[i] & 0x0f));
         let mut buf = [0u8; 2 * Digest::LEN];
-        hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 in hex");
+        for i in 0..Digest::LEN {
+            buf[2 * i] = hi[i];
+            buf[2 * i + 1] = lo[i];
+        }
         buf
     }
 }
@@ -161,6 +169,12 @@ mod tests {
         assert_eq!(&d.hex_bytes()[..], hex::encode(d.0).as_bytes());
         assert_eq!(d.to_hex(), hex::encode(d.0));
         assert!(d.to_hex().ends_with("009fa0ff"));
+        // Every byte value, in every position class.
+        for first in (0..=255u8).step_by(32) {
+            let d = Digest(std::array::from_fn(|i| first.wrapping_add(i as u8)));
+            assert_eq!(&d.hex_bytes()[..], hex::encode(d.0).as_bytes());
+            assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
+        }
     }
 
     #[test]

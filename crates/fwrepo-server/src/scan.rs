@@ -2,17 +2,19 @@
 
 /// Whether `pred` holds for any byte of `bytes`.
 ///
-/// Checked 16 bytes at a time with no early exit inside a block, which the compiler turns into
-/// vector compares where a byte-wise `any` stays a loop of branches: bearer tokens, request
-/// targets and audit fields are checked on every request, and byte by byte those checks cost
-/// more than the rest of the download gate.
+/// One pass over the whole slice with no early exit: the loop vectorizer turns the
+/// or-reduction into vector compares, 16 bytes a step. (A byte-wise `any` stays a loop of
+/// branches, and a fold over 16-byte blocks with an exit after each was unrolled into a
+/// mix of byte and vector compares that cost six instructions a byte: 2,700 of them per
+/// request for the bearer token alone.) Bearer tokens, request targets and audit fields
+/// are checked on every request and are bounded by the head's size limit.
 #[inline(always)]
 pub(crate) fn any_byte(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
-    position(bytes, pred).is_some()
+    bytes.iter().fold(false, |m, &b| m | pred(b))
 }
 
-/// The index of the first byte of `bytes` for which `pred` holds: the block that has it is
-/// found as in [`any_byte`], then searched byte by byte.
+/// The index of the first byte of `bytes` for which `pred` holds: the 16-byte block that has
+/// it is found first, then searched byte by byte.
 #[inline(always)]
 pub(crate) fn position(bytes: &[u8], pred: impl Fn(u8) -> bool) -> Option<usize> {
     let mut blocks = bytes.chunks_exact(16);
