@@ -37,6 +37,7 @@ impl Digest {
 
     /// The canonical hex of the digest as bytes, without a `String` of its own (the server
     /// writes ids into audit records on every request).
+    ///
     /// Digits by arithmetic on all 32 high and low nibbles at once, then interleaved, which
     /// compiles to vector code (`hex::encode_to_slice` spent 16 instructions a byte here).
     pub fn hex_bytes(&self) -> [u8; 2 * Digest::LEN] {
