@@ -90,11 +90,10 @@ impl Body {
     }
 
     /// Counts sent bytes into `state`'s metrics and, with `audit`, logs the download on drop.
-    pub(crate) fn tracked(mut self, state: Arc<ServerState>) -> Body {
+    pub(crate) fn track(&mut self, state: &Arc<ServerState>) {
         if self.tracker.is_none() {
-            self.tracker = Some(Tracker { state, audit: None });
+            self.tracker = Some(Tracker { state: Arc::clone(state), audit: None });
         }
-        self
     }
 
     /// Counts this response's request as in progress on its connection until dropped.

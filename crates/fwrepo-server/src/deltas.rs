@@ -43,12 +43,13 @@ use fwrepo_chunk::delta::{
 };
 use fwrepo_entitle::{Claims, Scope};
 use fwrepo_store::{ChunkId, Digest, Store};
-use http::{HeaderValue, Response, header};
+use http::{HeaderValue, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 use crate::config::DeltaConfig;
 use crate::error::ApiError;
+use crate::reply::Reply;
 use crate::service::{
     Ctx, RequestHead, audit_record, authenticate, authorize, blob_audit_path, not_held, read_json_limited,
 };
@@ -384,7 +385,7 @@ pub(crate) async fn handle<B>(
     id: &str,
     path: &str,
     ctx: &mut Ctx,
-) -> Result<Response<Body>, ApiError>
+) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -522,11 +523,11 @@ where
     }
     deltas.counters.entries.fetch_add(keys.len() as u64, Relaxed);
     deltas.counters.bytes_out.fetch_add(len, Relaxed);
-    let mut resp = Response::new(Body::from_chunks(chunks));
+    let mut resp = Reply::new(Body::from_chunks(chunks));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.append(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    h.append(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.append(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(resp)
 }
 

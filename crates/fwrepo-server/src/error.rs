@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use fwrepo_entitle::Refusal;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 
 use crate::body::Body;
+use crate::reply::Reply;
 
 /// Errors of starting and running the server.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +134,7 @@ impl ApiError {
     }
 
     /// The response for this failure. `head` drops the body but keeps its length.
-    pub(crate) fn into_response(self, head: bool) -> Response<Body> {
+    pub(crate) fn into_response(self, head: bool) -> Reply {
         let status = self.status();
         let (code, detail): (&str, Option<String>) = match &self {
             ApiError::Unauthenticated => ("invalid_token", None),
@@ -174,31 +175,31 @@ impl ApiError {
         let mut bytes = serde_json::to_vec(&json).expect("json serializes");
         bytes.push(b'\n');
         let len = bytes.len();
-        let mut resp = Response::new(if head { Body::empty() } else { Body::full(Bytes::from(bytes)) });
-        *resp.status_mut() = status;
+        let mut resp = Reply::new(if head { Body::empty() } else { Body::full(Bytes::from(bytes)) });
+        resp.set_status(status);
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.append(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             ApiError::Unauthenticated => {
                 // One challenge for every kind of bad token: the reason is counted in metrics,
                 // not told to the caller.
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+                h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             ApiError::TooManyRequests(secs) => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                h.append(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             ApiError::MethodNotAllowed(allow) => {
-                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+                h.append(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::RangeNotSatisfiable(blob_len) => {
                 let v = crate::range::unsatisfied_range(blob_len);
-                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&v).expect("ascii"));
-                h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                h.append(header::CONTENT_RANGE, HeaderValue::from_str(&v).expect("ascii"));
+                h.append(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             }
             ApiError::Unavailable { retry_after_s } => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+                h.append(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}
         }

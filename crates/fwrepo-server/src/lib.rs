@@ -48,6 +48,7 @@ mod limit;
 pub mod metrics;
 mod mirror;
 pub mod range;
+mod reply;
 mod scan;
 mod server;
 mod service;

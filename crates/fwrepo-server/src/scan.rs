@@ -13,44 +13,19 @@ pub(crate) fn any_byte(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
     bytes.iter().fold(false, |m, &b| m | pred(b))
 }
 
-/// The index of the first byte of `bytes` for which `pred` holds: the 16-byte block that has
-/// it is found first, then searched byte by byte.
-#[inline(always)]
-pub(crate) fn position(bytes: &[u8], pred: impl Fn(u8) -> bool) -> Option<usize> {
-    let mut blocks = bytes.chunks_exact(16);
-    let mut at = 0;
-    for block in &mut blocks {
-        if block.iter().fold(false, |m, &b| m | pred(b)) {
-            return block.iter().position(|&b| pred(b)).map(|i| at + i);
-        }
-        at += 16;
-    }
-    blocks.remainder().iter().position(|&b| pred(b)).map(|i| at + i)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_byte_is_found_wherever_it_is_and_the_first_is_named() {
+    fn a_byte_is_found_wherever_it_is() {
         for len in [0, 1, 15, 16, 17, 31, 32, 33, 64, 100] {
             let clean = vec![b'a'; len];
             assert!(!any_byte(&clean, |b| b == b'x'), "len {len}");
-            assert_eq!(position(&clean, |b| b == b'x'), None, "len {len}");
             for at in 0..len {
                 let mut dirty = clean.clone();
                 dirty[at] = b'x';
                 assert!(any_byte(&dirty, |b| b == b'x'), "at {at} of {len}");
-                assert_eq!(position(&dirty, |b| b == b'x'), Some(at), "at {at} of {len}");
-                // The first of two, in the same block or in a later one.
-                for later in [at + 1, at + 17] {
-                    if later < len {
-                        let mut two = dirty.clone();
-                        two[later] = b'x';
-                        assert_eq!(position(&two, |b| b == b'x'), Some(at), "at {at} and {later} of {len}");
-                    }
-                }
             }
         }
     }

@@ -52,6 +52,7 @@ use crate::error::ApiError;
 use crate::limit::{RateLimited, retry_after_secs};
 use crate::metrics::Route;
 use crate::range::{self, Multipart, RangePlan};
+use crate::reply::Reply;
 use crate::state::{BlobFacts, ServerState};
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -81,7 +82,7 @@ where
         path: parts.uri.path(),
         fields: Fields::Map(&parts.headers),
     };
-    Ok(respond(state, &head, body, client).await)
+    Ok(respond(state, &head, body, client).await.into_response())
 }
 
 /// What the handlers read of a request head. Hyper's requests carry a header map; the plain
@@ -169,12 +170,7 @@ fn span(head: &[u8], (at, len): (u32, u32)) -> &[u8] {
 }
 
 /// Routes and answers one request: metrics, the audit record, the response.
-pub(crate) async fn respond<B>(
-    state: Arc<ServerState>,
-    req: &RequestHead<'_>,
-    body: B,
-    client: IpAddr,
-) -> Response<Body>
+pub(crate) async fn respond<B>(state: Arc<ServerState>, req: &RequestHead<'_>, body: B, client: IpAddr) -> Reply
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -199,7 +195,8 @@ where
             state.audit(&record);
         }
     }
-    resp.map(|b| b.tracked(Arc::clone(&state)))
+    resp.body_mut().track(&state);
+    resp
 }
 
 async fn route<B>(
@@ -207,7 +204,7 @@ async fn route<B>(
     parts: &RequestHead<'_>,
     body: B,
     ctx: &mut Ctx,
-) -> (Route, Result<Response<Body>, ApiError>)
+) -> (Route, Result<Reply, ApiError>)
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -310,7 +307,7 @@ where
             };
             let ct = if route == Route::Metrics { "text/plain; version=0.0.4" } else { "text/plain" };
             let mut resp = bytes_response(Bytes::from(text), ct, head);
-            *resp.status_mut() = status;
+            resp.set_status(status);
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             (route, Ok(resp))
         }
@@ -415,7 +412,7 @@ fn download(
     blob: Option<Digest>,
     audit_path: impl FnOnce() -> AuditPath,
     ctx: &mut Ctx,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Reply, ApiError> {
     let claims = authenticate(state, &parts.fields)?;
     gated_download(state, parts, claims, blob, audit_path, ctx)
 }
@@ -428,7 +425,7 @@ fn gated_download(
     blob: Option<Digest>,
     audit_path: impl FnOnce() -> AuditPath,
     ctx: &mut Ctx,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Reply, ApiError> {
     if state.audits() {
         ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path()));
     }
@@ -443,7 +440,7 @@ fn chunks(
     id: &str,
     path: &str,
     ctx: &mut Ctx,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Reply, ApiError> {
     let claims = authenticate(state, &parts.fields)?;
     let blob = id.parse::<Digest>().ok();
     if state.audits() {
@@ -464,8 +461,8 @@ fn chunks(
     }
     let mut resp = bytes_response(Bytes::from(index.to_bytes()), OCTET_STREAM, head);
     let h = resp.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    h.append(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    h.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     Ok(resp)
 }
 
@@ -476,7 +473,7 @@ fn serve_blob(
     blob: &Digest,
     facts: &BlobFacts,
     len: u64,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Reply, ApiError> {
     let head = *parts.method == Method::HEAD;
     let h = &parts.fields;
     // If-Match, then If-None-Match, then Range (RFC 9110 §13.2.2).
@@ -525,20 +522,20 @@ fn serve_blob(
         RangePlan::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(len)),
     };
     debug_assert!(head || body.len() == content_length, "the body is what the head announces");
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
+    let mut resp = Reply::new(body);
+    resp.set_status(status);
     let hm = resp.headers_mut();
-    hm.insert(header::CONTENT_TYPE, content_type);
+    hm.append(header::CONTENT_TYPE, content_type);
     if head {
         // A body announces its own length (hyper and `http1` write it from the body): only a
         // HEAD, whose body is empty, needs it set.
-        hm.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
+        hm.append(header::CONTENT_LENGTH, HeaderValue::from(content_length));
     }
-    hm.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    hm.insert(header::ETAG, facts.etag_header.clone());
-    hm.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    hm.append(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    hm.append(header::ETAG, facts.etag_header.clone());
+    hm.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     if let Some(cr) = content_range {
-        hm.insert(header::CONTENT_RANGE, cr);
+        hm.append(header::CONTENT_RANGE, cr);
     }
     Ok(resp)
 }
@@ -550,23 +547,23 @@ fn check_if_match(fields: &Fields<'_>, etag: &str) -> Result<(), ApiError> {
     if !present || hit { Ok(()) } else { Err(ApiError::PreconditionFailed) }
 }
 
-fn not_modified(etag: HeaderValue, cache: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+fn not_modified(etag: HeaderValue, cache: &'static str) -> Reply {
+    let mut resp = Reply::new(Body::empty());
+    resp.set_status(StatusCode::NOT_MODIFIED);
     let h = resp.headers_mut();
-    h.insert(header::ETAG, etag);
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.append(header::ETAG, etag);
+    h.append(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.append(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     resp
 }
 
 /// A 200 with `bytes` (kept out of the body for HEAD, length still announced).
-fn bytes_response(bytes: Bytes, content_type: &'static str, head: bool) -> Response<Body> {
+fn bytes_response(bytes: Bytes, content_type: &'static str, head: bool) -> Reply {
     let len = bytes.len();
-    let mut resp = Response::new(if head { Body::empty() } else { Body::full(bytes) });
+    let mut resp = Reply::new(if head { Body::empty() } else { Body::full(bytes) });
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.append(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.append(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
@@ -578,7 +575,7 @@ fn valid_metadata_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-fn metadata(state: &ServerState, headers: &Fields<'_>, name: &str, head: bool) -> Result<Response<Body>, ApiError> {
+fn metadata(state: &ServerState, headers: &Fields<'_>, name: &str, head: bool) -> Result<Reply, ApiError> {
     if !valid_metadata_name(name) {
         return Err(ApiError::NotFound);
     }
@@ -598,7 +595,7 @@ fn metadata(state: &ServerState, headers: &Fields<'_>, name: &str, head: bool) -
     {
         let mut resp = not_modified(etag, "public");
         resp.headers_mut().insert(header::CACHE_CONTROL, cache);
-        resp.headers_mut().remove(header::ACCEPT_RANGES);
+        resp.headers_mut().remove(&header::ACCEPT_RANGES);
         return Ok(resp);
     }
     let mut resp = bytes_response(bytes, "application/json", head);
@@ -607,7 +604,7 @@ fn metadata(state: &ServerState, headers: &Fields<'_>, name: &str, head: bool) -
     Ok(resp)
 }
 
-fn json_response<T: Serialize>(value: &T, head: bool) -> Result<Response<Body>, ApiError> {
+fn json_response<T: Serialize>(value: &T, head: bool) -> Result<Reply, ApiError> {
     let mut bytes = serde_json::to_vec(value).map_err(ApiError::internal)?;
     bytes.push(b'\n');
     let mut resp = bytes_response(Bytes::from(bytes), "application/json", head);
@@ -615,12 +612,12 @@ fn json_response<T: Serialize>(value: &T, head: bool) -> Result<Response<Body>, 
     Ok(resp)
 }
 
-fn catalog_models(state: &ServerState, head: bool) -> Result<Response<Body>, ApiError> {
+fn catalog_models(state: &ServerState, head: bool) -> Result<Reply, ApiError> {
     let models = state.catalog().models().map_err(ApiError::internal)?;
     json_response(&serde_json::json!({ "models": models }), head)
 }
 
-fn catalog_model(state: &ServerState, raw: &str, head: bool) -> Result<Response<Body>, ApiError> {
+fn catalog_model(state: &ServerState, raw: &str, head: bool) -> Result<Reply, ApiError> {
     let model = decode(raw).and_then(|m| ModelName::new(m).ok()).ok_or(ApiError::NotFound)?;
     let releases = match state.catalog().releases_for_model(&model) {
         Ok(r) => r,
@@ -633,7 +630,7 @@ fn catalog_model(state: &ServerState, raw: &str, head: bool) -> Result<Response<
     json_response(&serde_json::json!({ "model": model, "releases": releases }), head)
 }
 
-fn catalog_release(state: &ServerState, raw: &str, head: bool) -> Result<Response<Body>, ApiError> {
+fn catalog_release(state: &ServerState, raw: &str, head: bool) -> Result<Reply, ApiError> {
     let id = decode(raw).and_then(|s| s.parse::<ReleaseId>().ok()).ok_or(ApiError::NotFound)?;
     let release = state.catalog().release(&id).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
     json_response(&release, head)
@@ -689,7 +686,7 @@ where
     })
 }
 
-async fn plan<B>(state: &ServerState, parts: &RequestHead<'_>, body: B) -> Result<Response<Body>, ApiError>
+async fn plan<B>(state: &ServerState, parts: &RequestHead<'_>, body: B) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -732,12 +729,7 @@ struct TokenReply<'a> {
 
 const REQUIRE_BOTH: &str = "this server issues tokens for a service agreement together with a serial it covers";
 
-async fn tokens<B>(
-    state: &ServerState,
-    parts: &RequestHead<'_>,
-    body: B,
-    client: IpAddr,
-) -> Result<Response<Body>, ApiError>
+async fn tokens<B>(state: &ServerState, parts: &RequestHead<'_>, body: B, client: IpAddr) -> Result<Reply, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
