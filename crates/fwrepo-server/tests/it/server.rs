@@ -81,3 +81,34 @@ fn shutdown_lets_an_in_flight_download_finish() {
         assert!(r.is_ok());
     });
 }
+
+#[test]
+fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let mut fx = Fixture::new();
+    let addr = fx.addr;
+    // A connection that has had its answer and waits for its next request, as most do.
+    let mut s = fx.rt.block_on(async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\nok\n") {
+            let mut b = [0u8; 256];
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed before the answer: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got));
+        assert!(!got.windows(17).any(|w| w.eq_ignore_ascii_case(b"connection: close")));
+        s
+    });
+    let done = fx.shutdown();
+    fx.rt.block_on(async {
+        // Closed by the server without sending anything more, well before any idle timeout.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the idle connection was not closed on shutdown");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        let r = tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap();
+        assert!(r.is_ok());
+    });
+}
