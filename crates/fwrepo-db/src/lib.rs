@@ -11,6 +11,7 @@
 //! ([`encode`]/[`decode`]) so that a record layout can migrate without a flag day: a reader that
 //! meets a marker it does not know reports [`Error::UnknownFormat`] instead of misreading bytes.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -87,7 +88,7 @@ pub struct Db {
     path: PathBuf,
     mode: Mode,
     /// Scratch directory of a read-only (secondary) instance, removed on drop.
-    scratch: Option<PathBuf>,
+    _scratch: Option<Scratch>,
     /// Families a read-only instance asked for that did not exist when it opened.
     absent: Vec<String>,
 }
@@ -119,7 +120,7 @@ impl Db {
                     }
                 }
                 let inner = rocksdb::DB::open_cf(&opts, path, &names).map_err(rocks)?;
-                Ok(Db { inner, path: path.to_owned(), mode, scratch: None, absent: Vec::new() })
+                Ok(Db { inner, path: path.to_owned(), mode, _scratch: None, absent: Vec::new() })
             }
             Mode::ReadOnly => {
                 // Catching up with the writer reopens table handlers with this many threads,
@@ -127,21 +128,14 @@ impl Db {
                 // made each refresh of a serving process start and join hundreds of threads.
                 // A secondary opens few new files per round; one thread does that in order.
                 opts.set_max_file_opening_threads(1);
-                let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
-                let scratch = std::env::temp_dir().join(format!("fwrepo-reader-{}-{seq}", std::process::id()));
-                std::fs::create_dir_all(&scratch).map_err(|source| Error::Scratch { path: scratch.clone(), source })?;
+                let scratch = Scratch::create(&std::env::temp_dir())?;
                 let names: Vec<&String> =
                     existing.iter().filter(|n| *n == "default" || cfs.contains(&n.as_str())).collect();
                 let absent: Vec<String> =
                     cfs.iter().filter(|cf| !existing.iter().any(|n| n == *cf)).map(|cf| (*cf).to_owned()).collect();
-                let inner = match rocksdb::DB::open_cf_as_secondary(&opts, path, &scratch, names) {
-                    Ok(db) => db,
-                    Err(source) => {
-                        let _ = std::fs::remove_dir_all(&scratch);
-                        return Err(rocks(source));
-                    }
-                };
-                Ok(Db { inner, path: path.to_owned(), mode, scratch: Some(scratch), absent })
+                // On failure, dropping `scratch` removes the directory.
+                let inner = rocksdb::DB::open_cf_as_secondary(&opts, path, &scratch.dir, names).map_err(rocks)?;
+                Ok(Db { inner, path: path.to_owned(), mode, _scratch: Some(scratch), absent })
             }
         }
     }
@@ -214,10 +208,136 @@ impl Db {
     }
 }
 
-impl Drop for Db {
+/// Names of scratch directories in the temporary directory: `fwrepo-reader-<pid>-<seq>`.
+const SCRATCH_PREFIX: &str = "fwrepo-reader-";
+/// A scratch directory being set up, or being removed, under a name no sweep takes as one in use.
+const SCRATCH_STAGING: &str = ".fwrepo-reader-staging-";
+const SCRATCH_REMOVING: &str = ".fwrepo-reader-removing-";
+/// The file in each scratch directory its owner holds an exclusive `flock` on while it lives.
+const SCRATCH_LOCK: &str = "owner.lock";
+
+/// The scratch directory a read-only instance needs (RocksDB keeps a secondary's own info log
+/// there), and the lock that says its owner is alive.
+///
+/// Dropping it removes the directory. A process killed outright leaves its directories behind,
+/// but the kernel releases its locks, so the next read-only open anywhere on the machine
+/// ([`Scratch::create`]) removes every scratch directory whose lock it can take. The lock, not
+/// the pid in the name, is what decides: pids are reused, and a process in another pid
+/// namespace sharing the temporary directory is invisible in `/proc`.
+struct Scratch {
+    dir: PathBuf,
+    /// Held (`LOCK_EX`) until drop.
+    _lock: std::fs::File,
+}
+
+impl Scratch {
+    /// Removes abandoned scratch directories under `root`, then makes a new one, locked.
+    ///
+    /// The directory is built under a staging name, with its lock file already locked, and
+    /// only then renamed into place: a sweep never sees one of ours without its lock held.
+    fn create(root: &Path) -> Result<Scratch> {
+        sweep_scratch(root);
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Scratch { path, source }
+        };
+        let pid = std::process::id();
+        let mut tries = 0;
+        loop {
+            let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
+            let staging = root.join(format!("{SCRATCH_STAGING}{pid}-{seq}"));
+            let dir = root.join(format!("{SCRATCH_PREFIX}{pid}-{seq}"));
+            tries += 1;
+            match std::fs::create_dir(&staging) {
+                Ok(()) => {}
+                // Left by a process with our pid (killed, or alive in another pid namespace).
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 100 => continue,
+                Err(e) => return Err(err(&staging)(e)),
+            }
+            // Locked under another name and then renamed: a sweep never opens an unlocked
+            // lock file of a live owner.
+            let unnamed = staging.join(format!("{SCRATCH_LOCK}.new"));
+            let locked = std::fs::File::create(&unnamed)
+                .and_then(|f| try_lock(&f).map(|()| f))
+                .and_then(|f| std::fs::rename(&unnamed, staging.join(SCRATCH_LOCK)).map(|()| f));
+            let lock = match locked {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(err(&staging)(e));
+                }
+            };
+            match std::fs::rename(&staging, &dir) {
+                Ok(()) => return Ok(Scratch { dir, _lock: lock }),
+                // An abandoned directory of the same name that the sweep could not remove
+                // (or one made since, by a process with our pid in another namespace): the next
+                // sequence number.
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists) && tries < 100 =>
+                {
+                    let _ = std::fs::remove_dir_all(&staging);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(err(&dir)(e));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Some(dir) = &self.scratch {
-            let _ = std::fs::remove_dir_all(dir);
+        // Removed while the lock is still held: no sweep takes it half-removed.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Takes an exclusive `flock` on `f` without waiting.
+fn try_lock(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain call on a descriptor `f` keeps open.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes the scratch directories under `root` that no live process holds: those whose lock
+/// file can be locked, and those a killed sweep or a killed set-up left under their staging or
+/// removal names. Directories without a lock file (made by an fwrepo before these locks) are
+/// left alone, since nothing tells whether their owner runs. Best effort: a directory it cannot
+/// read or remove (another user's) is skipped.
+fn sweep_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let pid = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if name.starts_with(SCRATCH_REMOVING) {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if name.starts_with(SCRATCH_STAGING) {
+            // A set-up may be under way: only one whose lock is free (its maker died after
+            // locking). One with no lock file yet is left alone.
+            if std::fs::File::open(path.join(SCRATCH_LOCK)).is_ok_and(|f| try_lock(&f).is_ok()) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        } else if name.starts_with(SCRATCH_PREFIX) {
+            let Ok(lock) = std::fs::File::open(path.join(SCRATCH_LOCK)) else { continue };
+            if try_lock(&lock).is_err() {
+                continue;
+            }
+            // Abandoned. Renamed out of the way first, so a directory half-removed by a sweep
+            // that is itself killed keeps a name that says so.
+            let removing = root.join(format!("{SCRATCH_REMOVING}{pid}-{name}"));
+            if std::fs::rename(&path, &removing).is_ok() {
+                let _ = std::fs::remove_dir_all(&removing);
+            }
         }
     }
 }
@@ -297,5 +417,103 @@ mod tests {
     fn read_only_open_of_a_missing_database_fails() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Db::open(&dir.path().join("nope"), &["a"], Mode::ReadOnly).is_err());
+    }
+
+    /// A scratch directory as a reader that was killed leaves it (its lock file unlocked), or as
+    /// a live one holds it when `hold` is set (the lock taken through another open file, as
+    /// another process would).
+    fn left_behind(root: &Path, name: &str, hold: bool) -> (PathBuf, Option<std::fs::File>) {
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("LOG"), b"rocksdb info log").unwrap();
+        std::fs::write(dir.join(SCRATCH_LOCK), b"").unwrap();
+        let held = hold.then(|| {
+            let f = std::fs::File::open(dir.join(SCRATCH_LOCK)).unwrap();
+            try_lock(&f).unwrap();
+            f
+        });
+        (dir, held)
+    }
+
+    #[test]
+    fn scratch_directories_of_dead_readers_go_and_those_of_live_ones_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let (dead, _) = left_behind(root, "fwrepo-reader-4000001-0", false);
+        let (dead_staging, _) = left_behind(root, ".fwrepo-reader-staging-4000001-1", false);
+        let (half_removed, _) = left_behind(root, ".fwrepo-reader-removing-4000002-fwrepo-reader-7-0", false);
+        let (alive, held) = left_behind(root, "fwrepo-reader-4000003-0", true);
+        let (alive_staging, held_staging) = left_behind(root, ".fwrepo-reader-staging-4000003-1", true);
+        // Made before scratch directories were locked: nothing says whether its owner runs.
+        let unknown = root.join("fwrepo-reader-4000004-0");
+        std::fs::create_dir(&unknown).unwrap();
+        // Not a scratch directory at all.
+        let other = root.join("fwrepo-readers");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(SCRATCH_LOCK), b"").unwrap();
+
+        let ours = Scratch::create(root).unwrap();
+        assert!(ours.dir.join(SCRATCH_LOCK).is_file());
+        for gone in [&dead, &dead_staging, &half_removed] {
+            assert!(!gone.exists(), "{} should have been removed", gone.display());
+        }
+        for kept in [&alive, &alive_staging, &unknown, &other] {
+            assert!(kept.exists(), "{} should have been kept", kept.display());
+        }
+        assert_eq!(std::fs::read_dir(root).unwrap().count(), 5, "no staging or removal leftovers of our own");
+
+        // Our own directory is held as long as we live: another reader's sweep keeps it.
+        let second = Scratch::create(root).unwrap();
+        assert!(ours.dir.exists() && second.dir.exists());
+
+        // The live reader dies: its lock goes with it, and the next open removes its directory.
+        drop((held, held_staging));
+        let third = Scratch::create(root).unwrap();
+        assert!(!alive.exists() && !alive_staging.exists());
+        let dirs = [ours.dir.clone(), second.dir.clone(), third.dir.clone()];
+        drop((ours, second, third));
+        for d in &dirs {
+            assert!(!d.exists(), "{} outlived its owner", d.display());
+        }
+    }
+
+    #[test]
+    fn a_name_taken_by_an_abandoned_directory_that_cannot_be_swept_is_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let pid = std::process::id();
+        let next = SCRATCH_SEQ.load(Ordering::Relaxed);
+        // Directories under the next few names this process would pick, without lock files
+        // (so the sweep leaves them): creation moves on to a free name and touches neither.
+        let mut taken = Vec::new();
+        for seq in next..next + 3 {
+            let (staging, dir) =
+                (root.join(format!("{SCRATCH_STAGING}{pid}-{seq}")), root.join(format!("{SCRATCH_PREFIX}{pid}-{seq}")));
+            let which = if seq % 2 == 0 { staging } else { dir };
+            std::fs::create_dir(&which).unwrap();
+            std::fs::write(which.join("LOG"), b"x").unwrap();
+            taken.push(which);
+        }
+        let s = Scratch::create(root).unwrap();
+        for t in &taken {
+            assert!(t.join("LOG").is_file(), "{} was touched", t.display());
+            assert_ne!(*t, s.dir);
+        }
+        assert!(s.dir.join(SCRATCH_LOCK).is_file());
+        // Every name before it was taken here or by another test's reader.
+        let name = s.dir.file_name().unwrap().to_str().unwrap();
+        let seq: u64 = name.rsplit('-').next().unwrap().parse().unwrap();
+        assert!(seq >= next + 3, "{name}");
+    }
+
+    #[test]
+    fn a_read_only_instance_removes_its_scratch_directory_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        old_database(dir.path(), &["a"]);
+        let r = Db::open(dir.path(), &["a"], Mode::ReadOnly).unwrap();
+        let scratch = r._scratch.as_ref().unwrap().dir.clone();
+        assert!(scratch.join(SCRATCH_LOCK).is_file());
+        drop(r);
+        assert!(!scratch.exists());
     }
 }
