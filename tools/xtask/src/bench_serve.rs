@@ -12,11 +12,18 @@
 //! `open_file_cache`). Both serve TLS with the same self-signed certificate made here (fwrepo:
 //! rustls; nginx: OpenSSL).
 //!
+//! Before either server starts, every file of both (fwrepo's packs and database, nginx's plain
+//! files) is flushed, dropped from the page cache and read once, and the bench prints how much
+//! of each stayed resident: the kernel's cost per request depends on how the pages it sends
+//! came into the cache, so both start from the same state.
+//!
 //! A choosing round runs every load once against nginx in each configuration and picks, per
 //! load, nginx's best for CPU per request and for throughput (named in the output). Then
 //! `--runs` measuring rounds: on each load fwrepo and nginx in the chosen configurations take
 //! turns, in an order that flips every round. The comparison uses the measuring rounds only,
-//! since the lowest of five noisy samples is lower than what that configuration does.
+//! since the lowest of five noisy samples is lower than what that configuration does: each
+//! ratio takes whichever of the measured nginx configurations has the better median (the one
+//! picked for throughput may turn out the cheaper per request), and names it.
 //!
 //! For every load and server: requests/s, GB/s, server CPU time per request and per MB (utime +
 //! stime from `/proc/<pid>/stat` of fwrepo or of nginx's worker, before and after the load),
@@ -339,6 +346,115 @@ fn measure_retrying(url: &str, script: &Path, load: &Load, pid: u32, seconds: u3
     bail!("no request completed in three attempts")
 }
 
+/// What one settled tree holds, and how much of it is in the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settled {
+    files: u64,
+    bytes: u64,
+    resident: u64,
+    /// Files that needed more than one read to be all resident.
+    reread: u64,
+}
+
+/// Puts every file under `root` in the same page-cache state, whichever way it was written:
+/// flushed (`fsync`), dropped from the cache (`POSIX_FADV_DONTNEED`), then read once from start
+/// to end, so its pages come from one sequential read with readahead. What a server spends in
+/// the kernel per request depends on how the pages it sends were brought in (written, read,
+/// or faulted in through a mapping), so both servers' files get this before either starts;
+/// fwrepo's mappings would pin its packs' pages as they are. Returns what the tree holds and how
+/// much of it is resident afterwards.
+fn settle_page_cache(root: &Path) -> Result<Settled> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let mut out = Settled { files: 0, bytes: 0, resident: 0, reread: 0 };
+    let mut dirs = vec![root.to_path_buf()];
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            // Dirty pages cannot be dropped: write them out first.
+            f.sync_all().with_context(|| format!("flushing {}", path.display()))?;
+            // SAFETY: a plain call on an open descriptor this function owns.
+            let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if rc != 0 {
+                bail!("dropping {} from the page cache: {}", path.display(), std::io::Error::from_raw_os_error(rc));
+            }
+            // Right after the drop, a few pages of a file written just before can go missing
+            // again after they were read (seen on ext4 with freshly written packs): read until
+            // all of it is resident.
+            let mut len;
+            let mut resident;
+            let mut passes = 0;
+            loop {
+                passes += 1;
+                f.seek(std::io::SeekFrom::Start(0))?;
+                len = 0u64;
+                loop {
+                    let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    len += n as u64;
+                }
+                resident =
+                    resident_bytes(&f, len).with_context(|| format!("page-cache state of {}", path.display()))?;
+                if resident == len || passes == 4 {
+                    break;
+                }
+            }
+            out.files += 1;
+            out.bytes += len;
+            out.resident += resident;
+            out.reread += u64::from(passes > 1);
+        }
+    }
+    Ok(out)
+}
+
+/// How many of the `len` bytes of `f` are in the page cache (`mincore` over a shared read-only
+/// mapping, which brings nothing in).
+fn resident_bytes(f: &std::fs::File, len: u64) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let len_usize = usize::try_from(len)?;
+    // SAFETY: a fresh read-only shared mapping of a file this function holds open; it is only
+    // passed to mincore and unmapped before returning, never read.
+    let map =
+        unsafe { libc::mmap(std::ptr::null_mut(), len_usize, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; usize::try_from(pages)?];
+    // SAFETY: `map` is a live mapping of `len_usize` bytes and `vec` has one byte per page of it.
+    let rc = unsafe { libc::mincore(map, len_usize, vec.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(map, len_usize) };
+    if rc != 0 {
+        return Err(err.into());
+    }
+    let full = vec.iter().filter(|&&b| b & 1 == 1).count() as u64;
+    // The last page may be partial.
+    let last_resident = vec.last().is_some_and(|&b| b & 1 == 1);
+    let tail = len % page;
+    Ok(if last_resident && tail != 0 { full * page - (page - tail) } else { full * page })
+}
+
 /// Reads every path once through `base` (with the token, if any), so the measured loads see the
 /// steady state: each chunk already verified on first use (fwrepo) and every file in the page
 /// cache (both).
@@ -653,6 +769,20 @@ fn report(round: &str, who: &str, load: &Load, s: &Sample) {
 
 /// nginx's configuration with the lowest CPU per request and the one with the highest
 /// throughput for one load, from the choosing round's samples (`[variant]`).
+/// Of nginx's measured configurations for one load (each a set of samples, one per round), the
+/// one with the lowest median CPU per request and the one with the highest median throughput.
+/// The choosing round's one sample per configuration picked which ones to measure; the
+/// measuring rounds decide which of those is nginx's best.
+fn best_measured(sets: &[&[Sample]]) -> (usize, usize) {
+    let med = |i: usize, f: fn(&Sample) -> f64| median(sets[i].iter().map(f).collect());
+    let cpu = (0..sets.len())
+        .min_by(|&a, &b| med(a, Sample::cpu_us_per_req).total_cmp(&med(b, Sample::cpu_us_per_req)))
+        .expect("configurations");
+    let thr =
+        (0..sets.len()).max_by(|&a, &b| med(a, Sample::rps).total_cmp(&med(b, Sample::rps))).expect("configurations");
+    (cpu, thr)
+}
+
 fn choose(samples: &[Sample]) -> (usize, usize) {
     let by = |f: fn(&Sample) -> f64| move |&a: &usize, &b: &usize| f(&samples[a]).total_cmp(&f(&samples[b]));
     let cpu = (0..samples.len()).min_by(by(Sample::cpu_us_per_req)).expect("variants");
@@ -684,6 +814,25 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
         ng_scripts.push(ng);
     }
 
+    // Both servers' files from one sequential read each, before fwrepo maps its packs.
+    for (who, root) in [("fwrepo (packs, database)", &fx.data), ("nginx (plain files)", &tmp.join("www"))] {
+        let s = settle_page_cache(root)?;
+        println!(
+            "page cache: {who}: {} files, {:.1} MiB dropped and read once ({} read again to fill gaps); \
+             {:.1}% resident",
+            s.files,
+            s.bytes as f64 / f64::from(1u32 << 20),
+            s.reread,
+            if s.bytes == 0 { 100.0 } else { 100.0 * s.resident as f64 / s.bytes as f64 }
+        );
+        if s.resident < s.bytes {
+            bail!(
+                "{who}: only {} of {} bytes are in the page cache after four reads (short of memory?)",
+                s.resident,
+                s.bytes
+            );
+        }
+    }
     let (fw_plain, fw_port) = start_fwrepo(bin, tmp, &fx, false)?;
     let (fw_tls, fw_tls_port) = start_fwrepo(bin, tmp, &fx, true)?;
     warm_up(&format!("http://127.0.0.1:{fw_port}"), &fx.blob_paths, Some(&fx.token))?;
@@ -794,28 +943,37 @@ fn bench(bin: &Path, tmp: &Path, options: &Options) -> Result<()> {
     for (i, load) in loads.iter().enumerate() {
         println!("{} ({} connections)", load.name, load.connections);
         let (c, t) = picks[i];
-        let thr_samples = if c == t { &nginx_cpu[i] } else { &nginx_thr[i] };
         let med = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f).collect());
         print_row("fwrepo", &fwrepo[i]);
         if c == t {
             print_row(&format!("nginx [{}] (best CPU and req/s)", NGINX_VARIANTS[c].0), &nginx_cpu[i]);
         } else {
             print_row(&format!("nginx [{}] (best CPU)", NGINX_VARIANTS[c].0), &nginx_cpu[i]);
-            print_row(&format!("nginx [{}] (best req/s)", NGINX_VARIANTS[t].0), thr_samples);
+            print_row(&format!("nginx [{}] (best req/s)", NGINX_VARIANTS[t].0), &nginx_thr[i]);
         }
         for (v, (variant, _)) in NGINX_VARIANTS.iter().enumerate() {
             print_row(&format!("  choosing: nginx [{variant}]"), std::slice::from_ref(&chosen_round[v][i]));
         }
-        let cpu_ratio = med(&nginx_cpu[i], Sample::cpu_us_per_req) / med(&fwrepo[i], Sample::cpu_us_per_req);
-        let thr_ratio = med(&fwrepo[i], Sample::rps) / med(thr_samples, Sample::rps);
+        // The ratios take nginx's best of the configurations measured, by their medians: the
+        // one picked for throughput may turn out the cheaper per request, or the other way.
+        let measured: Vec<(usize, &[Sample])> =
+            if c == t { vec![(c, &nginx_cpu[i])] } else { vec![(c, &nginx_cpu[i]), (t, &nginx_thr[i])] };
+        let (bc, bt) = best_measured(&measured.iter().map(|m| m.1).collect::<Vec<_>>());
+        let (cpu_best, thr_best) = (measured[bc], measured[bt]);
+        let cpu_ratio = med(cpu_best.1, Sample::cpu_us_per_req) / med(&fwrepo[i], Sample::cpu_us_per_req);
+        let thr_ratio = med(&fwrepo[i], Sample::rps) / med(thr_best.1, Sample::rps);
         let bound = |s: &[Sample]| med(s, Sample::wrk_core) >= WRK_BOUND;
-        let note = match (bound(&fwrepo[i]), bound(thr_samples)) {
+        let note = match (bound(&fwrepo[i]), bound(thr_best.1)) {
             (true, true) => "  (wrk was the limit for both: throughput says little)",
             (true, false) => "  (wrk was the limit for fwrepo)",
             (false, true) => "  (wrk was the limit for nginx)",
             (false, false) => "",
         };
-        println!("  CPU/request nginx÷fwrepo = {cpu_ratio:.2}; throughput fwrepo÷nginx = {thr_ratio:.2}{note}");
+        println!(
+            "  CPU/request nginx÷fwrepo = {cpu_ratio:.2} (nginx [{}]); throughput fwrepo÷nginx = {thr_ratio:.2} \
+             (nginx [{}]){note}",
+            NGINX_VARIANTS[cpu_best.0].0, NGINX_VARIANTS[thr_best.0].0
+        );
         if cpu_ratio < worst_cpu.0 {
             worst_cpu = (cpu_ratio, load.name);
         }
@@ -861,6 +1019,46 @@ mod tests {
         let samples = [sample(50_000.0, 1.0), sample(150_000.0, 4.5), sample(100_000.0, 4.0)];
         assert_eq!(choose(&samples), (0, 1));
         assert_eq!(choose(&samples[1..]), (0, 0), "one configuration can win both");
+    }
+
+    #[test]
+    fn the_ratios_take_nginx_s_best_measured_configuration_by_median() {
+        let sample = |requests: f64, server_cpu_s: f64| Sample {
+            requests,
+            bytes: requests * 65536.0,
+            secs: 5.0,
+            server_cpu_s,
+            core0: Core0::default(),
+            wrk_cpu_s: 4.0,
+            socket_errors: 0,
+        };
+        // Picked for CPU, but one round's outlier aside the other one is cheaper and faster.
+        let picked_for_cpu = [sample(100_000.0, 1.0), sample(100_000.0, 1.6), sample(100_000.0, 1.7)];
+        let picked_for_thr = [sample(110_000.0, 1.5), sample(120_000.0, 1.5), sample(90_000.0, 1.5)];
+        assert_eq!(best_measured(&[&picked_for_cpu, &picked_for_thr]), (1, 1));
+        assert_eq!(best_measured(&[&picked_for_thr, &picked_for_cpu]), (0, 0));
+        assert_eq!(best_measured(&[&picked_for_cpu]), (0, 0));
+    }
+
+    #[test]
+    fn settling_counts_every_file_and_leaves_all_of_it_resident() {
+        let dir = std::env::temp_dir().join(format!("fwrepo-settle-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        // A partial last page, an empty file and a nested one.
+        std::fs::write(dir.join("a"), vec![7u8; 3 * 4096 + 100]).unwrap();
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        std::fs::write(dir.join("sub/b"), vec![1u8; 5000]).unwrap();
+        let s = settle_page_cache(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let bytes = 3 * 4096 + 100 + 5000;
+        assert_eq!((s.files, s.bytes, s.resident), (3, bytes, bytes));
+    }
+
+    #[test]
+    fn settling_a_missing_tree_names_it() {
+        let err = settle_page_cache(Path::new("/nonexistent/fwrepo-settle")).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/fwrepo-settle"), "{err:#}");
     }
 
     #[test]
