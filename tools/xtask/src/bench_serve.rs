@@ -1004,9 +1004,9 @@ mod tests {
         o.loads.iter().map(|l| l.name).collect()
     }
 
-    #[test]
-    fn the_choice_takes_the_lowest_cpu_and_the_highest_throughput_separately() {
-        let sample = |requests: f64, server_cpu_s: f64| Sample {
+    /// A 5 s sample of 64 KiB responses.
+    fn sample(requests: f64, server_cpu_s: f64) -> Sample {
+        Sample {
             requests,
             bytes: requests * 65536.0,
             secs: 5.0,
@@ -1014,7 +1014,11 @@ mod tests {
             core0: Core0::default(),
             wrk_cpu_s: 4.0,
             socket_errors: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn the_choice_takes_the_lowest_cpu_and_the_highest_throughput_separately() {
         // 0: cheapest per request but slow; 1: fastest; 2: neither.
         let samples = [sample(50_000.0, 1.0), sample(150_000.0, 4.5), sample(100_000.0, 4.0)];
         assert_eq!(choose(&samples), (0, 1));
@@ -1023,15 +1027,6 @@ mod tests {
 
     #[test]
     fn the_ratios_take_nginx_s_best_measured_configuration_by_median() {
-        let sample = |requests: f64, server_cpu_s: f64| Sample {
-            requests,
-            bytes: requests * 65536.0,
-            secs: 5.0,
-            server_cpu_s,
-            core0: Core0::default(),
-            wrk_cpu_s: 4.0,
-            socket_errors: 0,
-        };
         // Picked for CPU, but one round's outlier aside the other one is cheaper and faster.
         let picked_for_cpu = [sample(100_000.0, 1.0), sample(100_000.0, 1.6), sample(100_000.0, 1.7)];
         let picked_for_thr = [sample(110_000.0, 1.5), sample(120_000.0, 1.5), sample(90_000.0, 1.5)];
