@@ -347,7 +347,7 @@ fn measure_retrying(url: &str, script: &Path, load: &Load, pid: u32, seconds: u3
 }
 
 /// What one settled tree holds, and how much of it is in the page cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 struct Settled {
     files: u64,
     bytes: u64,
@@ -767,27 +767,22 @@ fn report(round: &str, who: &str, load: &Load, s: &Sample) {
     );
 }
 
-/// nginx's configuration with the lowest CPU per request and the one with the highest
-/// throughput for one load, from the choosing round's samples (`[variant]`).
 /// Of nginx's measured configurations for one load (each a set of samples, one per round), the
 /// one with the lowest median CPU per request and the one with the highest median throughput.
 /// The choosing round's one sample per configuration picked which ones to measure; the
 /// measuring rounds decide which of those is nginx's best.
 fn best_measured(sets: &[&[Sample]]) -> (usize, usize) {
     let med = |i: usize, f: fn(&Sample) -> f64| median(sets[i].iter().map(f).collect());
-    let cpu = (0..sets.len())
-        .min_by(|&a, &b| med(a, Sample::cpu_us_per_req).total_cmp(&med(b, Sample::cpu_us_per_req)))
-        .expect("configurations");
-    let thr =
-        (0..sets.len()).max_by(|&a, &b| med(a, Sample::rps).total_cmp(&med(b, Sample::rps))).expect("configurations");
+    let by = |f: fn(&Sample) -> f64| move |&a: &usize, &b: &usize| med(a, f).total_cmp(&med(b, f));
+    let cpu = (0..sets.len()).min_by(by(Sample::cpu_us_per_req)).expect("configurations");
+    let thr = (0..sets.len()).max_by(by(Sample::rps)).expect("configurations");
     (cpu, thr)
 }
 
+/// nginx's configuration with the lowest CPU per request and the one with the highest
+/// throughput for one load, from the choosing round's samples (`[variant]`).
 fn choose(samples: &[Sample]) -> (usize, usize) {
-    let by = |f: fn(&Sample) -> f64| move |&a: &usize, &b: &usize| f(&samples[a]).total_cmp(&f(&samples[b]));
-    let cpu = (0..samples.len()).min_by(by(Sample::cpu_us_per_req)).expect("variants");
-    let thr = (0..samples.len()).max_by(by(Sample::rps)).expect("variants");
-    (cpu, thr)
+    best_measured(&samples.iter().map(std::slice::from_ref).collect::<Vec<_>>())
 }
 
 /// The bench proper. A choosing round first: one sample of every load from nginx in each
