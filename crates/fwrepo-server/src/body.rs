@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use fwrepo_store::Extent;
+use fwrepo_store::{Extent, Extents};
 use http_body::{Frame, SizeHint};
+use smallvec::SmallVec;
 
 use crate::audit::AuditRecord;
 use crate::server::InFlight;
@@ -37,9 +38,15 @@ impl Part {
     }
 }
 
+/// The parts of a body. One is kept inline: a single range, a whole blob stored in one go or
+/// a small document is a body that allocates nothing.
+pub(crate) type Parts = SmallVec<[Part; 1]>;
+
 /// A response body of known length.
 pub struct Body {
-    chunks: std::vec::IntoIter<Part>,
+    parts: Parts,
+    /// The first part not yet handed out.
+    next: usize,
     remaining: u64,
     sent: u64,
     tracker: Option<Tracker>,
@@ -59,7 +66,7 @@ impl Body {
     }
 
     pub fn full(bytes: Bytes) -> Body {
-        Body::from_chunks(vec![bytes])
+        Body::from_parts(smallvec::smallvec![Part::Bytes(bytes)])
     }
 
     /// A body of these chunks, in order.
@@ -68,19 +75,21 @@ impl Body {
     }
 
     /// A body of these blob extents, in order.
-    pub fn from_extents(extents: Vec<Extent>) -> Body {
+    pub fn from_extents(extents: Extents) -> Body {
         Body::from_parts(extents.into_iter().map(Part::Extent).collect())
     }
 
-    fn from_parts(parts: Vec<Part>) -> Body {
+    fn from_parts(parts: Parts) -> Body {
         let remaining = parts.iter().map(|c| c.bytes().len() as u64).sum();
-        Body { chunks: parts.into_iter(), remaining, sent: 0, tracker: None, in_flight: None }
+        Body { parts, next: 0, remaining, sent: 0, tracker: None, in_flight: None }
     }
 
     /// The parts not yet sent, for a connection that writes them itself; it reports what it
     /// wrote with [`Body::sent`], so metrics and the audit record count the bytes handed over.
-    pub(crate) fn take_parts(&mut self) -> std::vec::IntoIter<Part> {
-        std::mem::take(&mut self.chunks)
+    pub(crate) fn take_parts(&mut self) -> Parts {
+        let mut parts = std::mem::take(&mut self.parts);
+        parts.drain(..std::mem::take(&mut self.next));
+        parts
     }
 
     /// Counts `n` bytes of the parts taken as handed to the connection.
@@ -124,21 +133,22 @@ impl http_body::Body for Body {
     type Error = std::convert::Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        loop {
-            match self.chunks.next().map(|p| match p {
+        let this = &mut *self;
+        while let Some(part) = this.parts.get_mut(this.next) {
+            this.next += 1;
+            let c = match std::mem::replace(part, Part::Bytes(Bytes::new())) {
                 Part::Bytes(b) => b,
                 Part::Extent(e) => e.bytes,
-            }) {
-                None => return Poll::Ready(None),
-                Some(c) if c.is_empty() => continue,
-                Some(c) => {
-                    let n = c.len() as u64;
-                    self.remaining -= n;
-                    self.sent += n;
-                    return Poll::Ready(Some(Ok(Frame::data(c))));
-                }
+            };
+            if c.is_empty() {
+                continue;
             }
+            let n = c.len() as u64;
+            this.remaining -= n;
+            this.sent += n;
+            return Poll::Ready(Some(Ok(Frame::data(c))));
         }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -100,13 +100,25 @@ pub(crate) async fn serve(
     state: &Arc<ServerState>,
     peer: SocketAddr,
     limits: &Limits,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> End {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut fields = [RawField::default(); MAX_HEADERS];
     let mut head = Vec::with_capacity(512);
     let mut last_end = Instant::now();
     let mut stopping = *stop.borrow();
+    // One wait for shutdown for the connection's life, polled by every wait for a request: a
+    // wait made afresh each time (`changed()`) links a waiter into the watch's list and
+    // unlinks it again per request, each under the list's lock.
+    let mut rx = stop.clone();
+    let stopped = async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(stopped);
     // One timer for the connection, moved to each wait's deadline: moving a registered timer
     // later is an atomic store, where a timer per wait is an insert into tokio's wheel and a
     // removal from it per request.
@@ -137,8 +149,8 @@ pub(crate) async fn serve(
             }
             tokio::select! {
                 biased;
-                changed = stop.changed(), if !stopping && head_start.is_none() => {
-                    stopping = changed.is_err() || *stop.borrow();
+                () = &mut stopped, if !stopping && head_start.is_none() => {
+                    stopping = true;
                     continue;
                 }
                 ready = stream.readable() => if ready.is_err() {
@@ -178,7 +190,7 @@ pub(crate) async fn serve(
         let keep = !ours.close
             && !stopping
             && !*stop.borrow()
-            && resp.headers().get(&header::CONNECTION).is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"));
+            && resp.headers().get(&header::CONNECTION).is_none_or(|v| !v.bytes().eq_ignore_ascii_case(b"close"));
         write_head(&mut head, &resp, ours.is_head, keep);
         let sent = send(stream, &head, resp.body_mut(), limits.idle).await;
         // Dropping the body writes the audit record with the bytes handed over.
@@ -329,7 +341,7 @@ fn write_head(out: &mut Vec<u8>, reply: &Reply, is_head: bool, keep: bool) {
         has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        value.put(out);
         out.extend_from_slice(b"\r\n");
     }
     if !has_date {

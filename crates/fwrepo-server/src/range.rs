@@ -207,17 +207,16 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// `bytes a-b/len` for a non-empty `range` (numbers by `itoa`: this is on every range
-/// response, and `format!` costs more than the rest of the head).
-pub fn content_range(range: &Range<u64>, len: u64) -> String {
-    let mut out = String::with_capacity(6 + 3 * 20 + 2);
-    out.push_str("bytes ");
+/// Appends `bytes a-b/len` for a non-empty `range` of `len` bytes (numbers by `itoa`: this is
+/// on every range response, and `format!` costs more than the rest of the head).
+pub fn put_content_range(out: &mut impl BufMut, range: &Range<u64>, len: u64) {
+    out.put_slice(b"bytes ");
     let mut digits = itoa::Buffer::new();
-    for (n, sep) in [(range.start, "-"), (range.end - 1, "/"), (len, "")] {
-        out.push_str(digits.format(n));
-        out.push_str(sep);
-    }
-    out
+    out.put_slice(digits.format(range.start).as_bytes());
+    out.put_u8(b'-');
+    out.put_slice(digits.format(range.end - 1).as_bytes());
+    out.put_u8(b'/');
+    out.put_slice(digits.format(len).as_bytes());
 }
 
 /// `bytes */len`, the `Content-Range` of a 416.
@@ -256,7 +255,7 @@ impl Multipart {
                 h.put_slice(b"\r\nContent-Type: ");
                 h.put_slice(content_type.as_bytes());
                 h.put_slice(b"\r\nContent-Range: ");
-                h.put_slice(content_range(r, len).as_bytes());
+                put_content_range(&mut h, r, len);
                 h.put_slice(b"\r\n\r\n");
                 (h.freeze(), r.clone())
             })
@@ -285,7 +284,9 @@ mod tests {
         for (r, len) in
             [(0..1, 1), (0..10, 10), (5..6, 100), (1 << 20..(1 << 20) + 65536, 8 << 20), (0..u64::MAX, u64::MAX)]
         {
-            assert_eq!(content_range(&r, len), format!("bytes {}-{}/{}", r.start, r.end - 1, len));
+            let mut out = Vec::new();
+            put_content_range(&mut out, &r, len);
+            assert_eq!(out, format!("bytes {}-{}/{}", r.start, r.end - 1, len).as_bytes());
         }
     }
 

@@ -230,9 +230,8 @@ impl Conn {
         match tls {
             None => match self.plain {
                 Some(limits) => {
-                    let mut stop = self.stop.clone();
                     if let End::Handoff(prefix) =
-                        http1::serve(&stream, &self.state, self.peer, &limits, &mut stop).await
+                        http1::serve(&stream, &self.state, self.peer, &limits, &self.stop).await
                     {
                         activity.touch();
                         self.serve(Stamped::with_prefix(prefix, stream, Arc::clone(&activity)), activity).await;

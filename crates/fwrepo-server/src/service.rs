@@ -493,9 +493,8 @@ fn serve_blob(
             (StatusCode::OK, HeaderValue::from_static(OCTET_STREAM), len, body, None)
         }
         RangePlan::Single(r) => {
-            let cr = HeaderValue::from_str(&range::content_range(&r, len)).expect("ascii");
             let body = if head { Body::empty() } else { Body::from_extents(store.read_extents(blob, r.clone())?) };
-            (StatusCode::PARTIAL_CONTENT, HeaderValue::from_static(OCTET_STREAM), r.end - r.start, body, Some(cr))
+            (StatusCode::PARTIAL_CONTENT, HeaderValue::from_static(OCTET_STREAM), r.end - r.start, body, Some(r))
         }
         RangePlan::Multi(ranges) => {
             // Derived from the blob and the ranges: stable for a request, and a payload that
@@ -534,8 +533,8 @@ fn serve_blob(
     hm.append(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hm.append(header::ETAG, facts.etag_header.clone());
     hm.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    if let Some(cr) = content_range {
-        hm.append(header::CONTENT_RANGE, cr);
+    if let Some(r) = content_range {
+        hm.append_content_range(r, len);
     }
     Ok(resp)
 }

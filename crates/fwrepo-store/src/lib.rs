@@ -46,7 +46,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{ExpectedBlob, PutReport};
 pub use index::COLUMN_FAMILIES;
 pub use ingest::{IngestProfile, IngestReport, StageTime};
-pub use read::{BlobInfo, Extent};
+pub use read::{BlobInfo, Extent, Extents};
 
 use error::IoContext;
 use index::{

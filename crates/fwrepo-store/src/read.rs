@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::chunk_index::ChunkIndex;
 use crate::error::{Error, Result};
@@ -48,6 +49,10 @@ pub struct Extent {
     pub file: Arc<File>,
     pub offset: u64,
 }
+
+/// The extents of a read, in order. A range of a blob stored in one go is one extent, kept
+/// inline: serving it allocates nothing.
+pub type Extents = SmallVec<[Extent; 1]>;
 
 /// Consecutive pieces of a read that lie back to back in one pack.
 struct Run {
@@ -173,7 +178,7 @@ impl Store {
     /// Bytes `range` of `blob` as extents of the pack files, in order, each chunk in them
     /// verified like [`Store::read_range`]'s slices. Chunks that lie back to back in one pack
     /// share an extent, so a range of a blob ingested in one go is one extent per pack.
-    pub fn read_extents(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Extent>> {
+    pub fn read_extents(&self, blob: &Digest, range: Range<u64>) -> Result<Extents> {
         match self.read_extents_once(blob, range.clone()) {
             // Garbage collection moved the blob's chunks after the layout was cached: reload,
             // and let go of maps of packs that left with them.
@@ -193,19 +198,19 @@ impl Store {
         self.read_range(blob, 0..len)
     }
 
-    fn read_extents_once(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<Extent>> {
+    fn read_extents_once(&self, blob: &Digest, range: Range<u64>) -> Result<Extents> {
         let layout = self.layout(blob)?;
         let len = layout.info.len;
         if range.start > range.end || range.end > len {
             return Err(Error::RangeOutOfBounds { blob: *blob, start: range.start, end: range.end, len });
         }
         if range.start == range.end {
-            return Ok(Vec::new());
+            return Ok(Extents::new());
         }
         // The chunk holding `range.start`; the range goes on through the chunks that start
         // before its end (a few: ranges are short next to a blob).
         let first = layout.ends.partition_point(|&end| end <= range.start);
-        let mut out = Vec::new();
+        let mut out = Extents::new();
         // The run of the pack file being built: consecutive chunks that lie back to back in
         // one pack (a blob's chunks, appended in order) are one extent.
         let mut run: Option<Run> = None;
