@@ -14,9 +14,12 @@ pub struct UnixTime(pub i64);
 impl UnixTime {
     /// The system clock.
     pub fn now() -> UnixTime {
-        let since =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        UnixTime(since)
+        UnixTime::at(std::time::SystemTime::now())
+    }
+
+    /// `time`, in whole seconds (0 before the epoch).
+    pub fn at(time: std::time::SystemTime) -> UnixTime {
+        UnixTime(time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
     }
 
     /// `self + secs`, saturating.
@@ -49,5 +52,12 @@ mod tests {
         assert_eq!(UnixTime::start_of(d), UnixTime(1_767_139_200));
         assert_eq!(UnixTime::end_of(d), UnixTime(1_767_225_600));
         assert_eq!(UnixTime::end_of(NaiveDate::MAX), UnixTime(i64::MAX));
+    }
+
+    #[test]
+    fn a_time_is_its_whole_seconds_and_nothing_before_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(UnixTime::at(UNIX_EPOCH + Duration::from_millis(1_767_139_200_999)), UnixTime(1_767_139_200));
+        assert_eq!(UnixTime::at(UNIX_EPOCH - Duration::from_secs(1)), UnixTime(0));
     }
 }

@@ -390,9 +390,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let claims = authenticate(state, &parts.fields)?;
+    let claims = authenticate(state, parts)?;
     let blob = id.parse::<Digest>().ok();
-    ctx.audit = Some(audit_record(ctx.client, &claims, blob, blob_audit_path(blob, "/deltas", path)));
+    ctx.audit = Some(audit_record(parts, ctx.client, &claims, blob, blob_audit_path(blob, "/deltas", path)));
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
         return Err(not_held(state));

@@ -33,7 +33,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode, header};
@@ -173,6 +173,7 @@ pub(crate) async fn serve(
         };
 
         let method = if ours.is_head { Method::HEAD } else { Method::GET };
+        let time = SystemTime::now();
         let mut resp = {
             // The handlers read the head where it stands in the buffer.
             let raw = &buf[..ours.len];
@@ -183,6 +184,7 @@ pub(crate) async fn serve(
                 http1: true,
                 path,
                 fields: Fields::Raw { head: raw, fields: &fields[..ours.fields] },
+                time,
             };
             respond(Arc::clone(state), &req, Empty::<Bytes>::new(), peer.ip()).await
         };
@@ -191,7 +193,7 @@ pub(crate) async fn serve(
             && !stopping
             && !*stop.borrow()
             && resp.headers().get(&header::CONNECTION).is_none_or(|v| !v.bytes().eq_ignore_ascii_case(b"close"));
-        write_head(&mut head, &resp, ours.is_head, keep);
+        write_head(&mut head, &resp, ours.is_head, keep, time);
         let sent = send(stream, &head, resp.body_mut(), limits.idle).await;
         // Dropping the body writes the audit record with the bytes handed over.
         drop(resp);
@@ -318,9 +320,9 @@ fn origin_path(target: &[u8]) -> Option<usize> {
 }
 
 /// The status line and header fields of a reply into `out`, as hyper writes them: `date`
-/// added, `content-length` from the body when the handler set none, `connection: close` when
-/// the connection ends after this response.
-fn write_head(out: &mut Vec<u8>, reply: &Reply, is_head: bool, keep: bool) {
+/// (of `time`, the request's) added, `content-length` from the body when the handler set
+/// none, `connection: close` when the connection ends after this response.
+fn write_head(out: &mut Vec<u8>, reply: &Reply, is_head: bool, keep: bool, time: SystemTime) {
     let (status, body) = (reply.status(), reply.body());
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -346,7 +348,7 @@ fn write_head(out: &mut Vec<u8>, reply: &Reply, is_head: bool, keep: bool) {
     }
     if !has_date {
         out.extend_from_slice(b"date: ");
-        http_date(out);
+        http_date(out, time);
         out.extend_from_slice(b"\r\n");
     }
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -361,13 +363,13 @@ fn write_head(out: &mut Vec<u8>, reply: &Reply, is_head: bool, keep: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the current time as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once
-/// a second per thread.
-fn http_date(out: &mut Vec<u8>) {
+/// Appends `time` as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once a second
+/// per thread.
+fn http_date(out: &mut Vec<u8>, time: SystemTime) {
     thread_local! {
         static CACHE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((u64::MAX, [0; 29])) };
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != now {
@@ -615,10 +617,15 @@ mod tests {
 
     #[test]
     fn dates_are_formatted_as_http_wants() {
+        let at = |s| std::time::UNIX_EPOCH + Duration::from_secs(s);
         let mut out = Vec::new();
-        http_date(&mut out);
-        http_date(&mut out);
-        assert_eq!(out.len(), 58);
-        assert!(out.ends_with(b" GMT"), "{}", String::from_utf8_lossy(&out));
+        // The second time from the thread's cache, then a new second.
+        http_date(&mut out, at(784_111_777));
+        http_date(&mut out, at(784_111_777));
+        http_date(&mut out, at(784_111_778));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMTSun, 06 Nov 1994 08:49:37 GMTSun, 06 Nov 1994 08:49:38 GMT"
+        );
     }
 }

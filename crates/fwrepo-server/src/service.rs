@@ -34,6 +34,7 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use fwrepo_catalog::{ModelName, PlanRequest, ReleaseId};
@@ -81,6 +82,7 @@ where
         http1: parts.version < Version::HTTP_2,
         path: parts.uri.path(),
         fields: Fields::Map(&parts.headers),
+        time: SystemTime::now(),
     };
     Ok(respond(state, &head, body, client).await.into_response())
 }
@@ -95,6 +97,9 @@ pub(crate) struct RequestHead<'a> {
     /// The request target's path, without the query.
     pub(crate) path: &'a str,
     pub(crate) fields: Fields<'a>,
+    /// When the request came, read once (the system clock): the token's validity, the audit
+    /// record and the response's `Date` are all of this time.
+    pub(crate) time: SystemTime,
 }
 
 /// A request's header fields.
@@ -236,7 +241,7 @@ where
             return (Route::Targets, Err(ApiError::MethodNotAllowed(GET_HEAD)));
         }
         let r = (|| {
-            let claims = authenticate(state, &parts.fields)?;
+            let claims = authenticate(state, parts)?;
             let name = decode(rest);
             let blob = match &name {
                 Some(name) => state.resolve_target(name)?,
@@ -327,9 +332,9 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// Steps 0 and 1 of the gate: fresh revocation data, then the bearer token's claims.
-pub(crate) fn authenticate(state: &ServerState, fields: &Fields<'_>) -> Result<Arc<Claims>, ApiError> {
+pub(crate) fn authenticate(state: &ServerState, req: &RequestHead<'_>) -> Result<Arc<Claims>, ApiError> {
     state.require_fresh_revocations()?;
-    let token = fields.get_str(&header::AUTHORIZATION).and_then(|v| {
+    let token = req.fields.get_str(&header::AUTHORIZATION).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
@@ -338,7 +343,7 @@ pub(crate) fn authenticate(state: &ServerState, fields: &Fields<'_>) -> Result<A
         return Err(ApiError::Unauthenticated);
     };
     let verifier = state.verifier();
-    let (result, cached) = state.tokens().authenticate_traced(&verifier, token, UnixTime::now());
+    let (result, cached) = state.tokens().authenticate_traced(&verifier, token, UnixTime::at(req.time));
     state.metrics().token_verification(cached);
     result.map_err(|r| {
         state.metrics().auth_failure(Some(r));
@@ -385,9 +390,15 @@ pub(crate) fn authorize(
 const NO_BLOB: Digest = Digest([0; 32]);
 
 /// The record of a request past authentication (its status and bytes are set later).
-pub(crate) fn audit_record(client: IpAddr, claims: &Arc<Claims>, blob: Option<Digest>, path: AuditPath) -> AuditRecord {
+pub(crate) fn audit_record(
+    req: &RequestHead<'_>,
+    client: IpAddr,
+    claims: &Arc<Claims>,
+    blob: Option<Digest>,
+    path: AuditPath,
+) -> AuditRecord {
     AuditRecord {
-        time: std::time::SystemTime::now(),
+        time: req.time,
         client,
         claims: Some(Arc::clone(claims)),
         blob,
@@ -413,7 +424,7 @@ fn download(
     audit_path: impl FnOnce() -> AuditPath,
     ctx: &mut Ctx,
 ) -> Result<Reply, ApiError> {
-    let claims = authenticate(state, &parts.fields)?;
+    let claims = authenticate(state, parts)?;
     gated_download(state, parts, claims, blob, audit_path, ctx)
 }
 
@@ -427,7 +438,7 @@ fn gated_download(
     ctx: &mut Ctx,
 ) -> Result<Reply, ApiError> {
     if state.audits() {
-        ctx.audit = Some(audit_record(ctx.client, &claims, blob, audit_path()));
+        ctx.audit = Some(audit_record(parts, ctx.client, &claims, blob, audit_path()));
     }
     let (blob, facts) = authorize(state, &claims, blob)?;
     let len = facts.len.ok_or_else(|| not_held(state))?;
@@ -441,10 +452,10 @@ fn chunks(
     path: &str,
     ctx: &mut Ctx,
 ) -> Result<Reply, ApiError> {
-    let claims = authenticate(state, &parts.fields)?;
+    let claims = authenticate(state, parts)?;
     let blob = id.parse::<Digest>().ok();
     if state.audits() {
-        ctx.audit = Some(audit_record(ctx.client, &claims, blob, blob_audit_path(blob, "/chunks", path)));
+        ctx.audit = Some(audit_record(parts, ctx.client, &claims, blob, blob_audit_path(blob, "/chunks", path)));
     }
     let (blob, facts) = authorize(state, &claims, blob)?;
     if facts.len.is_none() {
