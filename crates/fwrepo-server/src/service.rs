@@ -97,8 +97,8 @@ pub(crate) struct RequestHead<'a> {
     /// The request target's path, without the query.
     pub(crate) path: &'a str,
     pub(crate) fields: Fields<'a>,
-    /// When the request came, read once (the system clock): the token's validity, the audit
-    /// record and the response's `Date` are all of this time.
+    /// When the request came, read once (the system clock): a gated request's token check and
+    /// audit record, and the `Date` the plain HTTP/1.1 loop writes, are all of this time.
     pub(crate) time: SystemTime,
 }
 

@@ -367,56 +367,42 @@ fn settle_page_cache(root: &Path) -> Result<Settled> {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
     let mut out = Settled { files: 0, bytes: 0, resident: 0, reread: 0 };
-    let mut dirs = vec![root.to_path_buf()];
     let mut buf = vec![0u8; 1 << 20];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-            let entry = entry?;
-            let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            // Dirty pages cannot be dropped: write them out first.
-            f.sync_all().with_context(|| format!("flushing {}", path.display()))?;
-            // SAFETY: a plain call on an open descriptor this function owns.
-            let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            if rc != 0 {
-                bail!("dropping {} from the page cache: {}", path.display(), std::io::Error::from_raw_os_error(rc));
-            }
-            // Right after the drop, a few pages of a file written just before can go missing
-            // again after they were read (seen on ext4 with freshly written packs): read until
-            // all of it is resident.
-            let mut len;
-            let mut resident;
-            let mut passes = 0;
+    for path in crate::dedup::files_under(root)? {
+        let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // Dirty pages cannot be dropped: write them out first.
+        f.sync_all().with_context(|| format!("flushing {}", path.display()))?;
+        // SAFETY: a plain call on an open descriptor this function owns.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            bail!("dropping {} from the page cache: {}", path.display(), std::io::Error::from_raw_os_error(rc));
+        }
+        // Right after the drop, a few pages of a file written just before can go missing
+        // again after they were read (seen on ext4 with freshly written packs): read until
+        // all of it is resident.
+        let mut len;
+        let mut resident;
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            f.seek(std::io::SeekFrom::Start(0))?;
+            len = 0u64;
             loop {
-                passes += 1;
-                f.seek(std::io::SeekFrom::Start(0))?;
-                len = 0u64;
-                loop {
-                    let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-                    if n == 0 {
-                        break;
-                    }
-                    len += n as u64;
-                }
-                resident =
-                    resident_bytes(&f, len).with_context(|| format!("page-cache state of {}", path.display()))?;
-                if resident == len || passes == 4 {
+                let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+                if n == 0 {
                     break;
                 }
+                len += n as u64;
             }
-            out.files += 1;
-            out.bytes += len;
-            out.resident += resident;
-            out.reread += u64::from(passes > 1);
+            resident = resident_bytes(&f, len).with_context(|| format!("page-cache state of {}", path.display()))?;
+            if resident == len || passes == 4 {
+                break;
+            }
         }
+        out.files += 1;
+        out.bytes += len;
+        out.resident += resident;
+        out.reread += u64::from(passes > 1);
     }
     Ok(out)
 }
