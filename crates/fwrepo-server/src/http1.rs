@@ -10,8 +10,11 @@
 //!   that does not parse or outgrows `max_header_bytes` — goes to hyper together with every
 //!   byte read so far ([`End::Handoff`]), and hyper serves the connection from then on, with
 //!   all of its own checks and answers (400, 431, …).
-//! * the request goes through the same service code as hyper's ([`crate::service::respond`]):
-//!   same routes, gate, audit record and metrics. The handlers read the head's fields where
+//! * the request goes through the same service code as hyper's
+//!   ([`crate::service::respond_now`], the part of `respond` that never waits: a `GET` or
+//!   `HEAD` reads no body): same routes, gate, audit record and metrics. The response head is
+//!   written before the first wait for the socket, so the connection's task keeps only the
+//!   body across it. The handlers read the head's fields where
 //!   they stand in the read buffer ([`crate::service::Fields::Raw`]): no header map is built
 //!   and no field copied. The response head is written by
 //!   [`write_head`], then the body: byte parts with one `sendmsg` (the head goes in the same
@@ -24,6 +27,10 @@
 //!   read that leaves room in the buffer counts as having emptied the socket ([`read_some`]),
 //!   so waiting for the next request costs no `recv` that fails with `EAGAIN`.
 //!
+//! The read and head buffers are lent per request ([`Buffers`]): an idle keep-alive
+//! connection holds none, and the next request on the thread reuses the pair given back last,
+//! still in the core's caches.
+//!
 //! Timeouts are those of the hyper path: the next request head must start within
 //! `request_idle_timeout_s` (and `idle_timeout_s`) of the last response, and be complete
 //! within `header_read_timeout_s` of its first byte; a response whose socket takes no byte for
@@ -35,9 +42,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, StatusCode, header};
-use http_body_util::Empty;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -45,7 +51,7 @@ use tokio::time::Instant;
 
 use crate::body::{Body, Part};
 use crate::reply::Reply;
-use crate::service::{Fields, RawField, RequestHead, respond};
+use crate::service::{Fields, RawField, RequestHead, respond_now};
 use crate::state::ServerState;
 
 /// Most header fields a request handled here may have; a request with more goes to hyper.
@@ -54,6 +60,12 @@ const MAX_HEADERS: usize = 64;
 const MAX_IOVECS: usize = 16;
 /// How much the read buffer grows by when a head needs more room.
 const READ_CHUNK: usize = 4096;
+/// Room for a response head the head buffer starts with.
+const HEAD_ROOM: usize = 512;
+/// Most spare buffer pairs a thread keeps.
+const SPARES: usize = 32;
+/// A read buffer a long head grew past this is freed rather than kept as a spare.
+const SPARE_MAX: usize = 4 * READ_CHUNK;
 
 /// The timeouts and limits the loop applies, the same settings hyper's path uses.
 #[derive(Clone, Copy, Debug)]
@@ -102,9 +114,8 @@ pub(crate) async fn serve(
     limits: &Limits,
     stop: &watch::Receiver<bool>,
 ) -> End {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut bufs = Buffers::none();
     let mut fields = [RawField::default(); MAX_HEADERS];
-    let mut head = Vec::with_capacity(512);
     let mut last_end = Instant::now();
     let mut stopping = *stop.borrow();
     // One wait for shutdown for the connection's life, polled by every wait for a request: a
@@ -129,10 +140,10 @@ pub(crate) async fn serve(
         // (a head read whole needs no deadline of its own, nor a clock read).
         let mut head_start = None;
         let ours = loop {
-            if !buf.is_empty() {
-                match parse(&buf, limits.max_header_bytes, &mut fields) {
+            if !bufs.pending().is_empty() {
+                match parse(bufs.pending(), limits.max_header_bytes, &mut fields) {
                     Head::Ours(ours) => break ours,
-                    Head::Theirs => return End::Handoff(buf.freeze()),
+                    Head::Theirs => return End::Handoff(Bytes::copy_from_slice(bufs.pending())),
                     Head::Partial => {
                         head_start.get_or_insert_with(Instant::now);
                     }
@@ -164,7 +175,8 @@ pub(crate) async fn serve(
                     return End::Closed;
                 }
             }
-            match read_some(stream, &mut buf) {
+            bufs.hold();
+            match read_some(stream, &mut bufs) {
                 Ok(0) => return End::Closed,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -174,9 +186,11 @@ pub(crate) async fn serve(
 
         let method = if ours.is_head { Method::HEAD } else { Method::GET };
         let time = SystemTime::now();
-        let mut resp = {
+        // The request is answered without a wait, and the response head written, before the
+        // first wait for the socket: of all that, only the body is kept in the task.
+        let (keep, mut body) = {
             // The handlers read the head where it stands in the buffer.
-            let raw = &buf[..ours.len];
+            let raw = &bufs.pending()[..ours.len];
             let (at, n) = (ours.path.0 as usize, ours.path.1 as usize);
             let path = std::str::from_utf8(&raw[at..at + n]).unwrap_or_default();
             let req = RequestHead {
@@ -186,17 +200,18 @@ pub(crate) async fn serve(
                 fields: Fields::Raw { head: raw, fields: &fields[..ours.fields] },
                 time,
             };
-            respond(Arc::clone(state), &req, Empty::<Bytes>::new(), peer.ip()).await
+            let resp = respond_now(state, &req, peer.ip());
+            let keep = !ours.close
+                && !stopping
+                && !*stop.borrow()
+                && resp.headers().get(&header::CONNECTION).is_none_or(|v| !v.bytes().eq_ignore_ascii_case(b"close"));
+            write_head(&mut bufs.head, &resp, ours.is_head, keep, time);
+            (keep, resp.into_body())
         };
-        buf.advance(ours.len);
-        let keep = !ours.close
-            && !stopping
-            && !*stop.borrow()
-            && resp.headers().get(&header::CONNECTION).is_none_or(|v| !v.bytes().eq_ignore_ascii_case(b"close"));
-        write_head(&mut head, &resp, ours.is_head, keep, time);
-        let sent = send(stream, &head, resp.body_mut(), limits.idle).await;
+        bufs.consume(ours.len);
+        let sent = send(stream, &bufs.head, &mut body, limits.idle).await;
         // Dropping the body writes the audit record with the bytes handed over.
-        drop(resp);
+        drop(body);
         if let Err(e) = sent {
             tracing::debug!(error = %e, "response not sent in full");
             return End::Closed;
@@ -204,12 +219,88 @@ pub(crate) async fn serve(
         if !keep {
             return End::Closed;
         }
+        bufs.release();
         last_end = Instant::now();
     }
 }
 
-/// Reads what the socket holds into `buf` (at least `READ_CHUNK` bytes of room); `Ok(0)` is
-/// the end of the stream.
+/// A connection's read and head buffers, held only while it has a request in hand.
+///
+/// An idle keep-alive connection holds none: when its next request comes, it takes the pair
+/// its thread gave back last, still in the core's caches, and gives it back once the response
+/// is sent and no byte of a further request is in it. With a pair per connection, each would
+/// be cold on every request once there are many connections (1,000 connections: 4.5 MB of
+/// buffers, each touched once per request). A pair holding bytes of a request stays with its
+/// connection.
+struct Buffers {
+    /// Bytes read; those before `start` are handled.
+    read: Vec<u8>,
+    start: usize,
+    head: Vec<u8>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Buffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Buffers {
+    fn none() -> Buffers {
+        Buffers { read: Vec::new(), start: 0, head: Vec::new() }
+    }
+
+    /// The bytes read and not handled yet.
+    fn pending(&self) -> &[u8] {
+        &self.read[self.start..]
+    }
+
+    /// Marks the first `n` pending bytes handled.
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.read.len() {
+            self.read.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Takes a spare pair of this thread's (or a new one) unless it holds one.
+    fn hold(&mut self) {
+        if self.read.capacity() == 0 {
+            *self = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| Buffers {
+                read: Vec::with_capacity(READ_CHUNK),
+                start: 0,
+                head: Vec::with_capacity(HEAD_ROOM),
+            });
+        }
+    }
+
+    /// Gives the pair back to this thread's spares, unless it holds bytes of a request, or a
+    /// long head grew it, or the thread has enough spares (then it is freed).
+    fn release(&mut self) {
+        if !self.read.is_empty() || self.read.capacity() == 0 || self.read.capacity() > SPARE_MAX {
+            return;
+        }
+        let pair = std::mem::replace(self, Buffers::none());
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES {
+                s.push(pair);
+            }
+        });
+    }
+
+    /// Room for at least `READ_CHUNK` more bytes after what is pending, moving the pending
+    /// bytes to the front first.
+    fn make_room(&mut self) {
+        if self.read.capacity() - self.read.len() < READ_CHUNK {
+            self.read.drain(..self.start);
+            self.start = 0;
+            self.read.reserve(READ_CHUNK);
+        }
+    }
+}
+
+/// Reads what the socket holds into `bufs` (with at least `READ_CHUNK` bytes of room); `Ok(0)`
+/// is the end of the stream.
 ///
 /// A read that leaves room in `buf` has emptied the socket's receive queue, so the stream's
 /// read readiness is cleared with it, as an `EAGAIN` would clear it: the next wait for a
@@ -218,8 +309,9 @@ pub(crate) async fn serve(
 /// usually not arrived when a response is sent). Clearing inside the same `try_io` is what
 /// keeps this from losing a wake-up: tokio clears only the readiness it saw before the
 /// `recv`, and bytes that arrive after the `recv` are a new readiness event.
-fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    buf.reserve(READ_CHUNK);
+fn read_some(stream: &TcpStream, bufs: &mut Buffers) -> io::Result<usize> {
+    bufs.make_room();
+    let buf = &mut bufs.read;
     let mut got = 0;
     let r = stream.try_io(Interest::READABLE, || {
         let spare = buf.spare_capacity_mut();
@@ -613,6 +705,67 @@ mod tests {
     fn connection_close_is_noticed() {
         let (head, _) = parsed(b"HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n");
         assert!(matches!(head, Head::Ours(Ours { close: true, is_head: true, .. })));
+    }
+
+    /// How many spare pairs this thread holds.
+    fn spares() -> usize {
+        SPARE.with(|s| s.borrow().len())
+    }
+
+    #[test]
+    fn buffers_are_held_only_with_a_request_in_hand_and_reused() {
+        // A thread of its own, so its spares are this test's alone.
+        std::thread::spawn(|| {
+            let mut a = Buffers::none();
+            assert_eq!(a.read.capacity(), 0, "a new connection holds nothing");
+            a.hold();
+            let base = a.read.as_ptr();
+            a.read.extend_from_slice(b"GET / HTTP/1.1\r\n\r\nGET /");
+            a.consume(18);
+            a.release();
+            assert_eq!(a.pending(), b"GET /", "a pair holding a request's bytes stays");
+            assert_eq!(spares(), 0);
+            a.consume(5);
+            assert!(a.read.is_empty() && a.start == 0, "all handled: the buffer starts over");
+            a.release();
+            assert_eq!((a.read.capacity(), spares()), (0, 1), "an idle connection holds nothing");
+
+            let mut b = Buffers::none();
+            b.hold();
+            assert_eq!(spares(), 0);
+            b.make_room();
+            assert_eq!(b.read.as_ptr(), base, "the next request takes the pair given back");
+            assert!(b.pending().is_empty() && b.head.is_empty());
+
+            // Pending bytes move to the front when the room after them runs out.
+            b.read.resize(READ_CHUNK, b'a');
+            b.read[READ_CHUNK - 3..].copy_from_slice(b"xyz");
+            b.consume(READ_CHUNK - 3);
+            b.make_room();
+            assert_eq!((b.pending(), b.start), (&b"xyz"[..], 0));
+            assert!(b.read.capacity() - b.read.len() >= READ_CHUNK);
+
+            // A buffer a long head grew is freed, not kept.
+            b.read.reserve(SPARE_MAX * 4);
+            b.consume(3);
+            b.release();
+            assert_eq!(spares(), 0, "a grown buffer is not kept");
+
+            // At most SPARES are kept.
+            let mut held: Vec<Buffers> = (0..SPARES + 5)
+                .map(|_| {
+                    let mut c = Buffers::none();
+                    c.hold();
+                    c
+                })
+                .collect();
+            for c in &mut held {
+                c.release();
+            }
+            assert_eq!(spares(), SPARES);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -169,6 +169,11 @@ impl Reply {
         &self.body
     }
 
+    /// The body alone, once the head has been written.
+    pub(crate) fn into_body(self) -> Body {
+        self.body
+    }
+
     /// The same response as an `http::Response`, for hyper.
     pub(crate) fn into_response(self) -> Response<Body> {
         let mut map = HeaderMap::with_capacity(self.fields.len());

@@ -180,9 +180,33 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let head = *req.method == Method::HEAD;
     let mut ctx = Ctx { audit: None, client };
-    let (route, result) = route(&state, req, body, &mut ctx).await;
+    let (route, result) = match body_route(req) {
+        Some(to) => route_with_body(&state, req, body, to, &mut ctx).await,
+        None => route_now(&state, req, &mut ctx),
+    };
+    finish(&state, req, ctx, route, result)
+}
+
+/// [`respond`] for a request that has no body to read: a `GET` or `HEAD`, as the plain
+/// HTTP/1.1 loop takes them. Nothing here waits, so the loop's task keeps none of this
+/// state across a wait.
+pub(crate) fn respond_now(state: &Arc<ServerState>, req: &RequestHead<'_>, client: IpAddr) -> Reply {
+    debug_assert!(body_route(req).is_none(), "{} {} reads a body", req.method, req.path);
+    let mut ctx = Ctx { audit: None, client };
+    let (route, result) = route_now(state, req, &mut ctx);
+    finish(state, req, ctx, route, result)
+}
+
+/// The handler's result made the response: metrics, the audit record, the body's tracking.
+fn finish(
+    state: &Arc<ServerState>,
+    req: &RequestHead<'_>,
+    mut ctx: Ctx,
+    route: Route,
+    result: Result<Reply, ApiError>,
+) -> Reply {
+    let head = *req.method == Method::HEAD;
     let mut resp = result.unwrap_or_else(|e| e.into_response(head));
     if req.http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
         // The rest of the body would be the next request's bytes: never read it.
@@ -194,37 +218,68 @@ where
         record.status = status;
         if resp.status().is_success() {
             // Written when the body is dropped, with the bytes actually handed over.
-            resp.body_mut().set_audit(&state, record);
+            resp.body_mut().set_audit(state, record);
         } else {
             // No payload: an error body or a 304.
             state.audit(&record);
         }
     }
-    resp.body_mut().track(&state);
+    resp.body_mut().track(state);
     resp
 }
 
-async fn route<B>(
+/// The handlers that read a request body (all of them take `POST` only).
+enum BodyRoute<'a> {
+    /// `POST /v1/blobs/{id}/deltas`.
+    Deltas(&'a str),
+    CatalogPlan,
+    Tokens,
+}
+
+/// Reads the body for one of the handlers that needs it and answers.
+async fn route_with_body<B>(
     state: &Arc<ServerState>,
     parts: &RequestHead<'_>,
     body: B,
+    to: BodyRoute<'_>,
     ctx: &mut Ctx,
 ) -> (Route, Result<Reply, ApiError>)
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    match to {
+        BodyRoute::Deltas(id) => (Route::Deltas, crate::deltas::handle(state, parts, body, id, parts.path, ctx).await),
+        BodyRoute::CatalogPlan => (Route::CatalogPlan, plan(state, parts, body).await),
+        BodyRoute::Tokens => (Route::Tokens, tokens(state, parts, body, ctx.client).await),
+    }
+}
+
+/// The handler a `POST` goes to, for the routes that read a request body.
+fn body_route<'a>(parts: &RequestHead<'a>) -> Option<BodyRoute<'a>> {
+    if *parts.method != Method::POST {
+        return None;
+    }
+    match parts.path {
+        "/v1/catalog/plan" => Some(BodyRoute::CatalogPlan),
+        "/v1/tokens" => Some(BodyRoute::Tokens),
+        path => path.strip_prefix("/v1/blobs/")?.strip_suffix("/deltas").map(BodyRoute::Deltas),
+    }
+}
+
+/// Routes a request whose handler reads no body ([`body_route`] is `None`) and answers it,
+/// without waiting on anything: every `GET` and `HEAD`, and every request refused before its
+/// body matters (a `GET` of `/v1/tokens`, a `POST` of a blob).
+fn route_now(state: &Arc<ServerState>, parts: &RequestHead<'_>, ctx: &mut Ctx) -> (Route, Result<Reply, ApiError>) {
     // Borrowed from the request: no copy of the path per request.
     let path = parts.path;
     let get_head = *parts.method == Method::GET || *parts.method == Method::HEAD;
     let head = *parts.method == Method::HEAD;
 
     if let Some(rest) = path.strip_prefix("/v1/blobs/") {
-        if let Some(id) = rest.strip_suffix("/deltas") {
-            if *parts.method != Method::POST {
-                return (Route::Deltas, Err(ApiError::MethodNotAllowed("POST")));
-            }
-            return (Route::Deltas, crate::deltas::handle(state, parts, body, id, path, ctx).await);
+        if rest.ends_with("/deltas") {
+            // A POST went to `body_route`'s handler.
+            return (Route::Deltas, Err(ApiError::MethodNotAllowed("POST")));
         }
         if !get_head {
             return (Route::Blobs, Err(ApiError::MethodNotAllowed(GET_HEAD)));
@@ -260,10 +315,7 @@ where
     }
     if let Some(rest) = path.strip_prefix("/v1/catalog/") {
         if rest == "plan" {
-            if *parts.method != Method::POST {
-                return (Route::CatalogPlan, Err(ApiError::MethodNotAllowed("POST")));
-            }
-            return (Route::CatalogPlan, plan(state, parts, body).await);
+            return (Route::CatalogPlan, Err(ApiError::MethodNotAllowed("POST")));
         }
         if !get_head {
             return (Route::Other, Err(ApiError::MethodNotAllowed(GET_HEAD)));
@@ -280,12 +332,7 @@ where
         return (Route::Other, Err(ApiError::NotFound));
     }
     match path {
-        "/v1/tokens" => {
-            if *parts.method != Method::POST {
-                return (Route::Tokens, Err(ApiError::MethodNotAllowed("POST")));
-            }
-            (Route::Tokens, tokens(state, parts, body, ctx.client).await)
-        }
+        "/v1/tokens" => (Route::Tokens, Err(ApiError::MethodNotAllowed("POST"))),
         "/healthz" | "/readyz" | "/metrics" => {
             let route = match path {
                 "/healthz" => Route::Healthz,

@@ -343,3 +343,73 @@ fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered()
         }
     });
 }
+
+/// Reads from `s` into `buf` until one whole response is there, and returns it.
+async fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> (String, Vec<u8>) {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        if let Some(r) = take_response(buf, false) {
+            return r;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{what} not answered"))
+            .unwrap();
+        assert!(n > 0, "closed before answering {what}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An idle connection holds no buffers: the next request on a thread reuses the ones the last
+/// request gave back, while a connection whose head is still arriving keeps its own. Heads
+/// sent in halves on some connections, with whole requests (one of them with a head larger
+/// than a read, which grows its buffer) on the others in between: every answer is the right
+/// bytes for its own request.
+#[test]
+fn connections_between_requests_share_buffers_without_mixing_bytes() {
+    let fx = Fixture::new();
+    let t = token(DL380);
+    let big = fx.big.clone();
+    fx.rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..6 {
+            conns.push((TcpStream::connect(fx.addr).await.unwrap(), Vec::new()));
+        }
+        for round in 0..8usize {
+            let reqs: Vec<(usize, String)> = (0..conns.len())
+                .map(|c| {
+                    let start = (round * conns.len() + c) * 777;
+                    let pad = if c == 3 && round % 2 == 1 { 12_000 } else { c * 10 };
+                    let req = format!(
+                        "GET {} HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\nauthorization: Bearer {t}\r\nrange: bytes={start}-{}\r\n\r\n",
+                        big.url(),
+                        "p".repeat(pad),
+                        start + 2999
+                    );
+                    (start, req)
+                })
+                .collect();
+            // The even connections send their first halves and wait; the odd ones are served.
+            for (c, (s, _)) in conns.iter_mut().enumerate().filter(|(c, _)| c % 2 == 0) {
+                let req = &reqs[c].1;
+                s.write_all(&req.as_bytes()[..req.len() / 2]).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for (c, (s, buf)) in conns.iter_mut().enumerate().filter(|(c, _)| c % 2 == 1) {
+                s.write_all(reqs[c].1.as_bytes()).await.unwrap();
+                let (head, body) = next_response(s, buf, &format!("round {round}, connection {c}")).await;
+                let start = reqs[c].0;
+                assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+                assert!(body[..] == big.bytes[start..start + 3000], "round {round}, connection {c} differs");
+            }
+            for (c, (s, buf)) in conns.iter_mut().enumerate().filter(|(c, _)| c % 2 == 0) {
+                let req = &reqs[c].1;
+                s.write_all(&req.as_bytes()[req.len() / 2..]).await.unwrap();
+                let (head, body) = next_response(s, buf, &format!("round {round}, connection {c}")).await;
+                let start = reqs[c].0;
+                assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+                assert!(body[..] == big.bytes[start..start + 3000], "round {round}, connection {c} differs");
+            }
+        }
+    });
+}
