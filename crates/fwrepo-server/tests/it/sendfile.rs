@@ -306,7 +306,6 @@ fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered()
     fx.rt.block_on(async {
         let mut s = TcpStream::connect(fx.addr).await.unwrap();
         let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 64 << 10];
         let pause = Duration::from_millis(30);
         for (round, pad) in [0usize, 6000, 0, 9000, 0].into_iter().enumerate() {
             let start = round * 1000;
@@ -326,17 +325,7 @@ fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered()
             } else {
                 s.write_all(req.as_bytes()).await.unwrap();
             }
-            let (head, body) = loop {
-                if let Some(r) = take_response(&mut buf, false) {
-                    break r;
-                }
-                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-                    .await
-                    .unwrap_or_else(|_| panic!("request {round} (pad {pad}) not answered"))
-                    .unwrap();
-                assert!(n > 0, "closed at request {round}");
-                buf.extend_from_slice(&chunk[..n]);
-            };
+            let (head, body) = next_response(&mut s, &mut buf, &format!("request {round} (pad {pad})")).await;
             assert!(head.starts_with("HTTP/1.1 206"), "{head}");
             assert!(body[..] == big.bytes[start..start + 5000], "request {round} differs");
             tokio::time::sleep(pause).await;
