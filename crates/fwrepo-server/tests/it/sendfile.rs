@@ -124,7 +124,6 @@ fn keep_alive_serves_many_requests_then_hands_over_to_hyper() {
     fx.rt.block_on(async {
         let mut s = TcpStream::connect(fx.addr).await.unwrap();
         let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 64 << 10];
         let mut answered = 0usize;
         for round in 0..20 {
             // Ten at once, pipelined.
@@ -138,19 +137,13 @@ fn keep_alive_serves_many_requests_then_hands_over_to_hyper() {
                 ));
             }
             s.write_all(batch.as_bytes()).await.unwrap();
-            let mut got = 0;
-            while got < 10 {
-                if let Some((head, body)) = take_response(&mut buf, false) {
-                    let start = (round * 10 + got) * 1000;
-                    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
-                    assert!(body[..] == big.bytes[start..start + 5000], "request {} differs", round * 10 + got);
-                    got += 1;
-                    answered += 1;
-                    continue;
-                }
-                let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
-                assert!(n > 0, "closed after {answered} responses");
-                buf.extend_from_slice(&chunk[..n]);
+            for got in 0..10 {
+                let what = format!("request {} (after {answered} responses)", round * 10 + got);
+                let (head, body) = next_response(&mut s, &mut buf, Duration::from_secs(10), &what).await;
+                let start = (round * 10 + got) * 1000;
+                assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+                assert!(body[..] == big.bytes[start..start + 5000], "request {} differs", round * 10 + got);
+                answered += 1;
             }
         }
         assert_eq!(answered, 200);
@@ -161,14 +154,9 @@ fn keep_alive_serves_many_requests_then_hands_over_to_hyper() {
         );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut heads = Vec::new();
-        while heads.len() < 2 {
-            if let Some((head, _)) = take_response(&mut buf, false) {
-                heads.push(head);
-                continue;
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
-            assert!(n > 0, "closed after the POST: {heads:?}");
-            buf.extend_from_slice(&chunk[..n]);
+        for i in 0..2 {
+            let what = format!("response {i} after the POST ({heads:?})");
+            heads.push(next_response(&mut s, &mut buf, Duration::from_secs(10), &what).await.0);
         }
         assert!(heads[0].starts_with("HTTP/1.1 200"), "{}", heads[0]);
         assert!(heads[1].starts_with("HTTP/1.1 200"), "{}", heads[1]);
@@ -256,15 +244,7 @@ fn a_client_closing_mid_body_is_audited_with_the_bytes_sent() {
 async fn ask_range(s: &mut TcpStream, buf: &mut Vec<u8>, url: &str, t: &str) -> String {
     let req = format!("GET {url} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\nrange: bytes=0-99\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        if let Some((head, _)) = take_response(buf, false) {
-            return head;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "closed before answering");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    next_response(s, buf, Duration::from_secs(10), "the range request").await.0
 }
 
 /// A token revoked while its connection stays open is refused on that connection's next
@@ -325,7 +305,8 @@ fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered()
             } else {
                 s.write_all(req.as_bytes()).await.unwrap();
             }
-            let (head, body) = next_response(&mut s, &mut buf, &format!("request {round} (pad {pad})")).await;
+            let what = format!("request {round} (pad {pad})");
+            let (head, body) = next_response(&mut s, &mut buf, Duration::from_secs(5), &what).await;
             assert!(head.starts_with("HTTP/1.1 206"), "{head}");
             assert!(body[..] == big.bytes[start..start + 5000], "request {round} differs");
             tokio::time::sleep(pause).await;
@@ -333,14 +314,15 @@ fn heads_in_pieces_late_requests_and_heads_larger_than_a_read_are_all_answered()
     });
 }
 
-/// Reads from `s` into `buf` until one whole response is there, and returns it.
-async fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> (String, Vec<u8>) {
+/// Reads from `s` into `buf` until one whole response is there, and returns it; each read
+/// may take at most `wait`.
+async fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, wait: Duration, what: &str) -> (String, Vec<u8>) {
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         if let Some(r) = take_response(buf, false) {
             return r;
         }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+        let n = tokio::time::timeout(wait, s.read(&mut chunk))
             .await
             .unwrap_or_else(|_| panic!("{what} not answered"))
             .unwrap();
@@ -384,20 +366,17 @@ fn connections_between_requests_share_buffers_without_mixing_bytes() {
                 s.write_all(&req.as_bytes()[..req.len() / 2]).await.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            for (c, (s, buf)) in conns.iter_mut().enumerate().filter(|(c, _)| c % 2 == 1) {
-                s.write_all(reqs[c].1.as_bytes()).await.unwrap();
-                let (head, body) = next_response(s, buf, &format!("round {round}, connection {c}")).await;
+            // Then each odd connection's whole request, then the even ones' second halves.
+            let odd = (1..conns.len()).step_by(2).map(|c| (c, reqs[c].1.as_bytes()));
+            let even = (0..conns.len()).step_by(2).map(|c| (c, &reqs[c].1.as_bytes()[reqs[c].1.len() / 2..]));
+            for (c, bytes) in odd.chain(even) {
+                let (s, buf) = &mut conns[c];
+                s.write_all(bytes).await.unwrap();
+                let what = format!("round {round}, connection {c}");
+                let (head, body) = next_response(s, buf, Duration::from_secs(5), &what).await;
                 let start = reqs[c].0;
                 assert!(head.starts_with("HTTP/1.1 206"), "{head}");
-                assert!(body[..] == big.bytes[start..start + 3000], "round {round}, connection {c} differs");
-            }
-            for (c, (s, buf)) in conns.iter_mut().enumerate().filter(|(c, _)| c % 2 == 0) {
-                let req = &reqs[c].1;
-                s.write_all(&req.as_bytes()[req.len() / 2..]).await.unwrap();
-                let (head, body) = next_response(s, buf, &format!("round {round}, connection {c}")).await;
-                let start = reqs[c].0;
-                assert!(head.starts_with("HTTP/1.1 206"), "{head}");
-                assert!(body[..] == big.bytes[start..start + 3000], "round {round}, connection {c} differs");
+                assert!(body[..] == big.bytes[start..start + 3000], "{what} differs");
             }
         }
     });
