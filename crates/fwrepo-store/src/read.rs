@@ -8,11 +8,17 @@
 //! [`Store::read_extents`] gives the same pieces with the pack file each lies in, so a server
 //! can hand them to the kernel (`sendfile`) instead of copying them out of the mapping; each
 //! extent went through the same first-use check as the slice it carries.
+//!
+//! Once every chunk of a layout has been verified, a read no longer looks at its chunks: the
+//! layout also keeps its runs (chunks back to back in one pack, a blob ingested in one go being
+//! one run), and a range is cut from those. On a server with many blobs the binary search over
+//! chunk ends and the first chunk's record missed the cache on most requests; the runs of a
+//! blob are a line or two.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -77,6 +83,50 @@ pub(crate) struct Layout {
     /// own: a range's first chunk is found by a binary search over 8-byte entries, a few cache
     /// lines, instead of over the 64-byte `ChunkRef`s, one line per probe.
     pub ends: Vec<u64>,
+    /// The blob as runs of its pack files, in order: the extents a read of the whole blob
+    /// gives. Used once no chunk is left to verify.
+    runs: Vec<RunRef>,
+    /// Chunks not verified yet; 0 means every chunk of `chunks` is.
+    unverified: AtomicUsize,
+}
+
+/// Consecutive chunks of a blob that lie back to back in one pack, at most `u32::MAX` bytes
+/// (what one slice of a pack may be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RunRef {
+    /// Where the run ends within the blob; it starts where the one before ends.
+    end: u64,
+    pack: u32,
+    /// Where the run starts in the pack.
+    offset: u64,
+}
+
+impl Layout {
+    fn new(info: BlobInfo, chunks: Vec<ChunkRef>) -> Layout {
+        let ends = chunks.iter().map(|c| c.start + u64::from(c.loc.len)).collect();
+        let mut runs: Vec<RunRef> = Vec::new();
+        let mut run_start = 0u64;
+        for c in &chunks {
+            let len = u64::from(c.loc.len);
+            if let Some(r) = runs.last_mut()
+                && r.pack == c.loc.pack
+                && r.offset + (r.end - run_start) == c.loc.offset
+                && r.end + len - run_start <= u64::from(u32::MAX)
+            {
+                r.end += len;
+                continue;
+            }
+            run_start = c.start;
+            runs.push(RunRef { end: c.start + len, pack: c.loc.pack, offset: c.loc.offset });
+        }
+        let unverified = AtomicUsize::new(chunks.len());
+        Layout { info, chunks, ends, runs, unverified }
+    }
+
+    /// Whether every chunk has been verified.
+    fn all_verified(&self) -> bool {
+        self.unverified.load(Ordering::Acquire) == 0
+    }
 }
 
 pub(crate) struct LayoutCache(Mutex<HashMap<Digest, Arc<Layout>>>);
@@ -207,6 +257,9 @@ impl Store {
         if range.start == range.end {
             return Ok(Extents::new());
         }
+        if layout.all_verified() {
+            return self.extents_of_runs(&layout, range);
+        }
         // The chunk holding `range.start`; the range goes on through the chunks that start
         // before its end (a few: ranges are short next to a blob).
         let first = layout.ends.partition_point(|&end| end <= range.start);
@@ -215,7 +268,7 @@ impl Store {
         // one pack (a blob's chunks, appended in order) are one extent.
         let mut run: Option<Run> = None;
         for c in layout.chunks[first..].iter().take_while(|c| c.start < range.end) {
-            let (bytes, file) = self.chunk_bytes(c)?;
+            let (bytes, file) = self.chunk_bytes(&layout, c)?;
             let from = range.start.saturating_sub(c.start) as usize;
             let to = ((range.end - c.start) as usize).min(bytes.len());
             let offset = c.loc.offset + from as u64;
@@ -251,14 +304,37 @@ impl Store {
         Ok(Extent { bytes, file, offset: r.first.offset })
     }
 
-    /// The whole chunk, hashed against its id the first time this layout uses it.
-    fn chunk_bytes(&self, c: &ChunkRef) -> Result<(Bytes, Arc<File>)> {
+    /// The extents of non-empty `range` (within the blob) cut from the layout's runs, for a
+    /// layout whose chunks are all verified: the same extents the chunk by chunk walk gives.
+    fn extents_of_runs(&self, layout: &Layout, range: Range<u64>) -> Result<Extents> {
+        let first = layout.runs.partition_point(|r| r.end <= range.start);
+        let mut out = Extents::new();
+        let mut run_start = if first == 0 { 0 } else { layout.runs[first - 1].end };
+        for r in &layout.runs[first..] {
+            if run_start >= range.end {
+                break;
+            }
+            let from = range.start.max(run_start) - run_start;
+            let to = range.end.min(r.end) - run_start;
+            let offset = r.offset + from;
+            let (bytes, file) = self.packs.slice_with_file(r.pack, offset, (to - from) as u32)?;
+            out.push(Extent { bytes, file, offset });
+            run_start = r.end;
+        }
+        Ok(out)
+    }
+
+    /// The whole chunk, hashed against its id the first time `layout` uses it.
+    fn chunk_bytes(&self, layout: &Layout, c: &ChunkRef) -> Result<(Bytes, Arc<File>)> {
         let (bytes, file) = self.packs.slice_with_file(c.loc.pack, c.loc.offset, c.loc.len)?;
         if !c.verified.load(Ordering::Acquire) {
             if Digest::of(&bytes) != c.id {
                 return Err(Error::CorruptChunk { chunk: c.id, pack: c.loc.pack, offset: c.loc.offset });
             }
-            c.verified.store(true, Ordering::Release);
+            // Counted once per chunk, by whichever reader marked it first.
+            if !c.verified.swap(true, Ordering::AcqRel) {
+                layout.unverified.fetch_sub(1, Ordering::Release);
+            }
         }
         Ok((bytes, file))
     }
@@ -280,7 +356,6 @@ impl Store {
         let keys: Vec<_> = record.chunks.iter().map(|(id, _)| (cf, id.as_bytes().to_vec())).collect();
         let values = self.db.rocks().multi_get_cf(keys);
         let mut chunks = Vec::with_capacity(record.chunks.len());
-        let mut ends = Vec::with_capacity(record.chunks.len());
         let mut start = 0u64;
         for ((id, len), value) in record.chunks.iter().zip(values) {
             let value = value.map_err(|e| self.db.err(e))?;
@@ -294,7 +369,6 @@ impl Store {
             }
             chunks.push(ChunkRef { id: *id, loc, start, verified: AtomicBool::new(false) });
             start += u64::from(*len);
-            ends.push(start);
         }
         let info = BlobInfo {
             blob: *blob,
@@ -303,7 +377,7 @@ impl Store {
             chunk_index: record.chunk_index,
             chunks: chunks.len(),
         };
-        let layout = Arc::new(Layout { info, chunks, ends });
+        let layout = Arc::new(Layout::new(info, chunks));
         self.layouts.put(layout.clone());
         Ok(layout)
     }

@@ -1,6 +1,6 @@
 //! What goes in comes out, byte for byte, with the right ids.
 
-use fwrepo_store::{ChunkIndex, Digest};
+use fwrepo_store::{ChunkIndex, Digest, Store};
 use proptest::prelude::*;
 use sha2::{Digest as _, Sha256};
 
@@ -141,4 +141,50 @@ fn extents_name_the_same_bytes_in_the_pack_files() {
     }
     let whole = store.read_extents(&blob, 0..400_000).unwrap();
     assert!((2..=4).contains(&whole.len()), "{} extents", whole.len());
+}
+
+/// A read of a blob whose chunks have all been verified is cut from the blob's runs instead of
+/// walking its chunks; it must give the very extents the walk gives, for every kind of range.
+#[test]
+fn extents_cut_from_runs_are_those_of_the_chunk_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (blob, bytes) = {
+        let store = crate::new_store(dir.path());
+        let first = crate::image(7, 400_000);
+        store.ingest_reader(&first[..], "a").unwrap();
+        // New bytes, then some of the first blob's (stored elsewhere), then new ones again:
+        // several runs in one pack, and chunks shared with the first blob in between.
+        let bytes = [crate::image(8, 150_000), first[100_000..250_000].to_vec(), crate::image(9, 150_000)].concat();
+        (store.ingest_reader(&bytes[..], "b").unwrap().blob, bytes)
+    };
+    let len = bytes.len() as u64;
+    let mut ranges = vec![0..len, 0..1, len - 1..len, 5..5];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let start = x % len;
+        let end = (start + (x >> 32) % 120_000).min(len);
+        ranges.push(start..end);
+    }
+    let shape = |store: &Store, range: &std::ops::Range<u64>| -> Vec<(u64, usize)> {
+        let extents = store.read_extents(&blob, range.clone()).unwrap();
+        let joined: Vec<u8> = extents.iter().flat_map(|e| e.bytes.iter().copied()).collect();
+        assert!(joined[..] == bytes[range.start as usize..range.end as usize], "{range:?}");
+        extents.iter().map(|e| (e.offset, e.bytes.len())).collect()
+    };
+    // A fresh reader walks the chunks (verifying them) for every range, and is asked each
+    // range only once it has read the whole blob, so its chunks are all verified.
+    let walked: Vec<_> = {
+        let store = Store::open_read_only(&data_dir).unwrap();
+        ranges.iter().map(|r| shape(&store, r)).collect()
+    };
+    let store = Store::open_read_only(&data_dir).unwrap();
+    store.read_all(&blob).unwrap();
+    for (range, walked) in ranges.iter().zip(&walked) {
+        assert_eq!(&shape(&store, range), walked, "{range:?}");
+    }
+    assert!(walked[0].len() >= 3, "the blob spans several runs: {:?}", walked[0]);
 }
