@@ -378,17 +378,29 @@ struct Direct {
 }
 
 /// A staging buffer of `STAGE` bytes starting at an address aligned for direct I/O.
+///
+/// The buffer is its own anonymous mapping, aligned to 2 MiB and advised to use transparent
+/// huge pages (where the kernel's setting is `madvise`, as here, memory gets them only when
+/// asked): copying chunks in and pinning the pages for each direct write then take one
+/// translation per 2 MiB instead of one per 4 KiB page. Ingesting 1 GiB on ext4 here took about
+/// 0.06 s less CPU with it and ran 9% faster (docs/BENCHMARKS.md, 2026-12-08). A kernel without
+/// them refuses the advice, which changes nothing but that.
 struct Stage {
-    mem: Box<[u8]>,
+    mem: memmap2::MmapMut,
     start: usize,
 }
 
+/// The alignment a stage starts at, so its huge pages can back all of it.
+const STAGE_ALIGN: usize = 2 << 20;
+
 impl Stage {
-    fn new(align: usize) -> Stage {
-        // Zeroed by the allocator's fresh pages; no per-chunk allocation after this.
-        let mem = vec![0u8; STAGE + align].into_boxed_slice();
+    /// A zeroed stage starting at a multiple of `align` (a power of two up to `MAX_ALIGN`).
+    fn new(align: usize) -> std::io::Result<Stage> {
+        let align = align.max(STAGE_ALIGN);
+        let mem = memmap2::MmapMut::map_anon(STAGE + align)?;
         let start = (align - mem.as_ptr() as usize % align) % align;
-        Stage { mem, start }
+        let _ = mem.advise_range(memmap2::Advice::HugePage, start, STAGE);
+        Ok(Stage { mem, start })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -758,7 +770,10 @@ impl Direct {
             let align = self.align as usize;
             let stage = match &mut self.stage {
                 Some(s) => s,
-                none => none.insert(self.spare.pop().unwrap_or_else(|| Stage::new(align))),
+                none => none.insert(match self.spare.pop() {
+                    Some(s) => s,
+                    None => Stage::new(align)?,
+                }),
             };
             let pos = (at - self.base) as usize;
             let n = (STAGE - pos).min(bytes.len());
@@ -918,6 +933,18 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn a_stage_is_zeroed_and_aligned_for_direct_writes_and_huge_pages() {
+        for align in [512usize, 4096, 1 << 20] {
+            let mut stage = Stage::new(align).unwrap();
+            assert_eq!(stage.bytes().as_ptr() as usize % STAGE_ALIGN, 0, "align {align}");
+            assert_eq!(stage.bytes().len(), STAGE);
+            assert!(stage.bytes().iter().all(|&b| b == 0));
+            stage.bytes_mut()[STAGE - 1] = 7;
+            assert_eq!(stage.bytes()[STAGE - 1], 7);
+        }
     }
 
     #[test]
