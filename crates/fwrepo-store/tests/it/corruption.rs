@@ -4,6 +4,22 @@ use std::os::unix::fs::FileExt;
 
 use fwrepo_store::{Error, FsckProblem, Store};
 
+/// A store under `dir` holding one blob of `crate::image(seed, len)`, closed again: its data
+/// dir and the blob's report.
+fn one_blob(dir: &std::path::Path, seed: u64, len: usize) -> (std::path::PathBuf, fwrepo_store::IngestReport) {
+    let store = crate::new_store(dir);
+    let a = store.ingest_reader(&crate::image(seed, len)[..], "a").unwrap();
+    (dir.join("data"), a)
+}
+
+/// Flips the bits of `mask` in the byte at `at` of the file at `path`.
+fn flip(path: &std::path::Path, at: u64, mask: u8) {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ mask], at).unwrap();
+}
+
 #[test]
 fn flipped_pack_byte_is_reported_by_chunk_and_blob_and_reads_fail() {
     let dir = tempfile::tempdir().unwrap();
@@ -17,12 +33,7 @@ fn flipped_pack_byte_is_reported_by_chunk_and_blob_and_reads_fail() {
     };
     // Flip a byte in the middle of the first pack: it holds blob a's chunks.
     let pack = data_dir.join("packs/00000001.pack");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
-    let at = 100_000u64;
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
-    drop(f);
+    flip(&pack, 100_000, 0x40);
 
     let store = Store::open(&data_dir).unwrap();
     let report = store.fsck().unwrap();
@@ -51,11 +62,7 @@ fn flipped_pack_byte_is_reported_by_chunk_and_blob_and_reads_fail() {
 #[test]
 fn a_truncated_pack_is_reported_not_served() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let a = {
-        let store = crate::new_store(dir.path());
-        store.ingest_reader(&crate::image(3, 200_000)[..], "a").unwrap()
-    };
+    let (data_dir, a) = one_blob(dir.path(), 3, 200_000);
     let pack = data_dir.join("packs/00000001.pack");
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.set_len(50_000).unwrap();
@@ -76,17 +83,9 @@ fn a_truncated_pack_is_reported_not_served() {
 #[test]
 fn a_flipped_byte_is_never_handed_out_as_an_extent() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let a = {
-        let store = crate::new_store(dir.path());
-        store.ingest_reader(&crate::image(4, 300_000)[..], "a").unwrap()
-    };
+    let (data_dir, a) = one_blob(dir.path(), 4, 300_000);
     let pack = data_dir.join("packs/00000001.pack");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, 150_000).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x01], 150_000).unwrap();
-    drop(f);
+    flip(&pack, 150_000, 0x01);
     let store = Store::open(&data_dir).unwrap();
     // A range well before the flipped byte still reads; one over it does not.
     assert!(!store.read_extents(&a.blob, 0..1000).unwrap().is_empty());
@@ -105,11 +104,7 @@ fn a_flipped_byte_is_never_handed_out_as_an_extent() {
 #[test]
 fn a_chunk_not_yet_read_is_still_checked_after_the_rest_was() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let a = {
-        let store = crate::new_store(dir.path());
-        store.ingest_reader(&crate::image(10, 300_000)[..], "a").unwrap()
-    };
+    let (data_dir, a) = one_blob(dir.path(), 10, 300_000);
     let store = Store::open_read_only(&data_dir).unwrap();
     let index = store.chunk_index(&a.blob).unwrap();
     assert!(index.chunks.len() >= 3, "{} chunks", index.chunks.len());
@@ -119,12 +114,7 @@ fn a_chunk_not_yet_read_is_still_checked_after_the_rest_was() {
     // in the pack the reader has mapped.
     assert!(!store.read_extents(&a.blob, 0..last_start).unwrap().is_empty());
     let pack = data_dir.join("packs/00000001.pack");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
-    let at = 8 + last_start + last_len / 2;
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-    drop(f);
+    flip(&pack, 8 + last_start + last_len / 2, 0x10);
     for range in [last_start..300_000, 299_999..300_000, 0..300_000, last_start - 1..last_start + 1] {
         match store.read_extents(&a.blob, range.clone()) {
             Err(Error::CorruptChunk { .. }) => {}
