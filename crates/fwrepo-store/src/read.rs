@@ -9,11 +9,12 @@
 //! can hand them to the kernel (`sendfile`) instead of copying them out of the mapping; each
 //! extent went through the same first-use check as the slice it carries.
 //!
-//! Once every chunk of a layout has been verified, a read no longer looks at its chunks: the
-//! layout also keeps its runs (chunks back to back in one pack, a blob ingested in one go being
-//! one run), and a range is cut from those. On a server with many blobs the binary search over
-//! chunk ends and the first chunk's record missed the cache on most requests; the runs of a
-//! blob are a line or two.
+//! A layout also keeps the blob's runs (chunks back to back in one pack, a blob ingested in one
+//! go being one run): a read verifies the chunks it touches that are not verified yet, then
+//! cuts its extents from the runs. Once every chunk of a layout has been verified, a read no
+//! longer looks at its chunks at all: on a server with many blobs the binary search over chunk
+//! ends and the first chunk's record missed the cache on most requests; the runs of a blob are
+//! a line or two.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -60,14 +61,6 @@ pub struct Extent {
 /// inline: serving it allocates nothing.
 pub type Extents = SmallVec<[Extent; 1]>;
 
-/// Consecutive pieces of a read that lie back to back in one pack.
-struct Run {
-    pack: u32,
-    /// Where the last piece ends in the pack.
-    end: u64,
-    first: Extent,
-}
-
 pub(crate) struct ChunkRef {
     pub id: Digest,
     pub loc: ChunkLoc,
@@ -84,7 +77,7 @@ pub(crate) struct Layout {
     /// lines, instead of over the 64-byte `ChunkRef`s, one line per probe.
     pub ends: Vec<u64>,
     /// The blob as runs of its pack files, in order: the extents a read of the whole blob
-    /// gives. Used once no chunk is left to verify.
+    /// gives.
     runs: Vec<RunRef>,
     /// Chunks not verified yet; 0 means every chunk of `chunks` is.
     unverified: AtomicUsize,
@@ -257,55 +250,19 @@ impl Store {
         if range.start == range.end {
             return Ok(Extents::new());
         }
-        if layout.all_verified() {
-            return self.extents_of_runs(&layout, range);
-        }
-        // The chunk holding `range.start`; the range goes on through the chunks that start
-        // before its end (a few: ranges are short next to a blob).
-        let first = layout.ends.partition_point(|&end| end <= range.start);
-        let mut out = Extents::new();
-        // The run of the pack file being built: consecutive chunks that lie back to back in
-        // one pack (a blob's chunks, appended in order) are one extent.
-        let mut run: Option<Run> = None;
-        for c in layout.chunks[first..].iter().take_while(|c| c.start < range.end) {
-            let (bytes, file) = self.chunk_bytes(&layout, c)?;
-            let from = range.start.saturating_sub(c.start) as usize;
-            let to = ((range.end - c.start) as usize).min(bytes.len());
-            let offset = c.loc.offset + from as u64;
-            let len = (to - from) as u64;
-            if let Some(r) = &mut run
-                && r.pack == c.loc.pack
-                && r.end == offset
-                && r.end + len - r.first.offset <= u64::from(u32::MAX)
-            {
-                r.end += len;
-                continue;
+        if !layout.all_verified() {
+            // Every chunk the range touches is hashed against its id before its first use;
+            // the chunk holding `range.start` is found by a binary search, the rest follow it.
+            let first = layout.ends.partition_point(|&end| end <= range.start);
+            for c in layout.chunks[first..].iter().take_while(|c| c.start < range.end) {
+                self.verify(&layout, c)?;
             }
-            if let Some(r) = run.take() {
-                out.push(self.run_extent(r)?);
-            }
-            let first = Extent { bytes: bytes.slice(from..to), file, offset };
-            run = Some(Run { pack: c.loc.pack, end: offset + len, first });
         }
-        if let Some(r) = run {
-            out.push(self.run_extent(r)?);
-        }
-        Ok(out)
+        self.extents_of_runs(&layout, range)
     }
 
-    /// The extent of a finished run: its first piece when it has one, else one slice of the
-    /// pack across all of them (each was verified by `chunk_bytes` on the way).
-    fn run_extent(&self, r: Run) -> Result<Extent> {
-        let len = r.end - r.first.offset;
-        if len == r.first.bytes.len() as u64 {
-            return Ok(r.first);
-        }
-        let (bytes, file) = self.packs.slice_with_file(r.pack, r.first.offset, len as u32)?;
-        Ok(Extent { bytes, file, offset: r.first.offset })
-    }
-
-    /// The extents of non-empty `range` (within the blob) cut from the layout's runs, for a
-    /// layout whose chunks are all verified: the same extents the chunk by chunk walk gives.
+    /// The extents of non-empty `range` (within the blob) cut from the layout's runs: one per
+    /// run the range touches. The caller has verified every chunk in the range.
     fn extents_of_runs(&self, layout: &Layout, range: Range<u64>) -> Result<Extents> {
         let first = layout.runs.partition_point(|r| r.end <= range.start);
         let mut out = Extents::new();
@@ -324,19 +281,20 @@ impl Store {
         Ok(out)
     }
 
-    /// The whole chunk, hashed against its id the first time `layout` uses it.
-    fn chunk_bytes(&self, layout: &Layout, c: &ChunkRef) -> Result<(Bytes, Arc<File>)> {
-        let (bytes, file) = self.packs.slice_with_file(c.loc.pack, c.loc.offset, c.loc.len)?;
-        if !c.verified.load(Ordering::Acquire) {
-            if Digest::of(&bytes) != c.id {
-                return Err(Error::CorruptChunk { chunk: c.id, pack: c.loc.pack, offset: c.loc.offset });
-            }
-            // Counted once per chunk, by whichever reader marked it first.
-            if !c.verified.swap(true, Ordering::AcqRel) {
-                layout.unverified.fetch_sub(1, Ordering::Release);
-            }
+    /// Hashes the chunk against its id unless `layout` has done so already.
+    fn verify(&self, layout: &Layout, c: &ChunkRef) -> Result<()> {
+        if c.verified.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok((bytes, file))
+        let bytes = self.packs.slice(c.loc.pack, c.loc.offset, c.loc.len)?;
+        if Digest::of(&bytes) != c.id {
+            return Err(Error::CorruptChunk { chunk: c.id, pack: c.loc.pack, offset: c.loc.offset });
+        }
+        // Counted once per chunk, by whichever reader marked it first.
+        if !c.verified.swap(true, Ordering::AcqRel) {
+            layout.unverified.fetch_sub(1, Ordering::Release);
+        }
+        Ok(())
     }
 
     pub(crate) fn record(&self, blob: &Digest) -> Result<Option<BlobRecord>> {
