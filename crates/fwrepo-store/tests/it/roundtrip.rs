@@ -114,12 +114,27 @@ fn profiled_ingest_of_a_file_stores_the_same_blob_and_accounts_for_every_stage()
     assert_eq!(crate::read_all(&store, &blob), data);
 }
 
+/// The extents of `range` of `blob` (whose bytes are `bytes`), checked: each names the bytes of
+/// its slice in its pack file, and together they are the range.
+fn checked_extents(store: &Store, blob: &Digest, bytes: &[u8], range: std::ops::Range<u64>) -> fwrepo_store::Extents {
+    use std::os::unix::fs::FileExt;
+    let extents = store.read_extents(blob, range.clone()).unwrap();
+    let mut joined = Vec::new();
+    for e in &extents {
+        let mut from_file = vec![0u8; e.bytes.len()];
+        e.file.read_exact_at(&mut from_file, e.offset).unwrap();
+        assert!(from_file[..] == e.bytes[..], "{range:?}: extent at {} differs from its slice", e.offset);
+        joined.extend_from_slice(&e.bytes);
+    }
+    assert!(joined[..] == bytes[range.start as usize..range.end as usize], "{range:?}");
+    extents
+}
+
 /// Each extent names the bytes of its slice in its pack file, and together they are the range.
 /// A blob's new chunks are appended back to back, so they make one extent; chunks it shares
 /// with an older blob lie elsewhere and make another.
 #[test]
 fn extents_name_the_same_bytes_in_the_pack_files() {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let store = crate::new_store(dir.path());
     let first = crate::image(5, 400_000);
@@ -129,15 +144,7 @@ fn extents_name_the_same_bytes_in_the_pack_files() {
     let bytes = [crate::image(6, 200_000), first[200_000..].to_vec()].concat();
     let blob = store.ingest_reader(&bytes[..], "b").unwrap().blob;
     for range in [0..400_000u64, 1..2, 12_345..300_001, 399_999..400_000, 7..7] {
-        let extents = store.read_extents(&blob, range.clone()).unwrap();
-        let mut joined = Vec::new();
-        for e in &extents {
-            let mut from_file = vec![0u8; e.bytes.len()];
-            e.file.read_exact_at(&mut from_file, e.offset).unwrap();
-            assert!(from_file[..] == e.bytes[..], "extent at {} differs from its slice", e.offset);
-            joined.extend_from_slice(&e.bytes);
-        }
-        assert!(joined[..] == bytes[range.start as usize..range.end as usize], "{range:?}");
+        checked_extents(&store, &blob, &bytes, range);
     }
     let whole = store.read_extents(&blob, 0..400_000).unwrap();
     assert!((2..=4).contains(&whole.len()), "{} extents", whole.len());
@@ -148,7 +155,6 @@ fn extents_name_the_same_bytes_in_the_pack_files() {
 /// (a fresh reader) or found them all verified already (a reader that read the whole blob).
 #[test]
 fn extents_are_the_runs_a_range_touches_verified_or_not() {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (blob, bytes) = {
@@ -174,15 +180,7 @@ fn extents_are_the_runs_a_range_touches_verified_or_not() {
     // Last, so the fresh reader verifies chunks on the way for the ranges before it.
     ranges.push(0..len);
     let shape = |store: &Store, range: &std::ops::Range<u64>| -> Vec<(u64, usize)> {
-        let extents = store.read_extents(&blob, range.clone()).unwrap();
-        let mut joined = Vec::new();
-        for e in &extents {
-            let mut from_file = vec![0u8; e.bytes.len()];
-            e.file.read_exact_at(&mut from_file, e.offset).unwrap();
-            assert!(from_file[..] == e.bytes[..], "{range:?}: extent at {} differs from its slice", e.offset);
-            joined.extend_from_slice(&e.bytes);
-        }
-        assert!(joined[..] == bytes[range.start as usize..range.end as usize], "{range:?}");
+        let extents = checked_extents(store, &blob, &bytes, range.clone());
         for pair in extents.windows(2) {
             let contiguous = std::sync::Arc::ptr_eq(&pair[0].file, &pair[1].file)
                 && pair[0].offset + pair[0].bytes.len() as u64 == pair[1].offset;
